@@ -1,0 +1,12 @@
+"""keras_mlres: multilevel (multigrid-in-depth) training of residual networks.
+
+A ResNet stage of K blocks `y <- y + dt * F(y; theta_k)` is the forward-Euler
+discretization of an ODE on [0, T]. keras_mlres builds the hierarchy of
+shallower networks (K/2, K/4, ... blocks) that discretize the same ODE and
+trains the deep network with nonlinear multigrid (MG/OPT) cycles over depth.
+"""
+
+from keras_mlres import layers
+from keras_mlres import transfer
+from keras_mlres.hierarchy import Hierarchy
+from keras_mlres.version import __version__

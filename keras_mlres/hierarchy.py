@@ -1,0 +1,323 @@
+"""The hierarchy of networks over depth: one keras.Model per level."""
+
+import keras
+from keras.src.models.functional import Functional
+
+from keras_mlres import transfer
+from keras_mlres.layers.ode_stack import ODEStack
+
+
+def _stages_of(model):
+    return [layer for layer in model.layers if isinstance(layer, ODEStack)]
+
+
+def _nested_stages(model):
+    """Names the ODEStacks that sit inside a nested model (not supported)."""
+    nested = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            nested += [
+                f"'{inner.name}' in '{layer.name}'"
+                for inner in layer._flatten_layers(include_self=False)
+                if isinstance(inner, ODEStack)
+            ]
+    return nested
+
+
+def _max_levels(num_blocks, factor):
+    levels = 1
+    while num_blocks % factor == 0:
+        num_blocks //= factor
+        levels += 1
+    return levels
+
+
+class Hierarchy:
+    """The levels of a residual network, from the fine model to coarser ones.
+
+    Level 0 is the given (fine) model. Level l replaces every `ODEStack` of K
+    blocks by one of `K / c^l` blocks on the same time horizon (so its `dt` is
+    `c^l` times larger); every other layer (the opening layer, downsampling,
+    the classifier) is the very same object, with the same variables, on
+    every level. Each stage coarsens on its own.
+
+    The transfer operators act on the list of a level's trainable variables,
+    position by position: stage weights are restricted and prolongated along
+    their block axis (see `keras_mlres.transfer`), shared weights are passed
+    through unchanged. Creating the hierarchy restricts the fine weights down
+    to every coarse level.
+
+    Args:
+        model: A built Sequential or functional `keras.Model` containing one
+            or more `ODEStack` layers at its top level.
+        num_levels: Number of levels L >= 1 (level 0 is `model` itself).
+        coarsening_factor: c, the factor by which each level divides the
+            number of blocks. Defaults to 2.
+        interpolation: Prolongation P: `"constant"` or `"linear"` in time.
+        restriction: Weight restriction R: `"average"`, `"injection"` or
+            `"full_weighting"`. Gradients are always restricted by `P^T`.
+
+    Raises:
+        ValueError: If the hierarchy cannot be built (no `ODEStack`, a stage
+            whose `num_blocks` is not divisible by `c^(L-1)`, `num_levels < 1`,
+            an unbuilt or subclassed model, an unknown operator name).
+
+    Example:
+
+    >>> hierarchy = Hierarchy(fine, num_levels=3)    # K = 64, 32, 16
+    >>> coarse = hierarchy.level(2)                  # a keras.Model
+    >>> hierarchy.restrict(0)                        # level 1 <- R(level 0)
+    """
+
+    def __init__(
+        self,
+        model,
+        num_levels,
+        coarsening_factor=2,
+        interpolation="constant",
+        restriction="average",
+    ):
+        self._check_arguments(
+            model, num_levels, coarsening_factor, interpolation, restriction
+        )
+        self.num_levels = num_levels
+        self.coarsening_factor = coarsening_factor
+        self.interpolation = interpolation
+        self.restriction = restriction
+        self._models = [model]
+        self._stages = [_stages_of(model)]
+        for level in range(1, num_levels):
+            coarse = self._coarsen(model, level)
+            self._models.append(coarse)
+            self._stages.append(_stages_of(coarse))
+        self._stage_mask = self._find_stage_variables()
+        for level in range(num_levels - 1):
+            self.restrict(level)
+
+    @staticmethod
+    def _check_arguments(
+        model, num_levels, coarsening_factor, interpolation, restriction
+    ):
+        if isinstance(num_levels, bool) or not isinstance(num_levels, int):
+            raise ValueError(
+                "`num_levels` must be an integer >= 1. "
+                f"Received: num_levels={num_levels!r}"
+            )
+        if num_levels < 1:
+            raise ValueError(
+                "`num_levels` must be an integer >= 1 (1 means single-level "
+                f"training). Received: num_levels={num_levels}"
+            )
+        transfer._check_factor(coarsening_factor)
+        transfer._check_choice(
+            "interpolation", interpolation, transfer.INTERPOLATIONS
+        )
+        transfer._check_choice("restriction", restriction, transfer.RESTRICTIONS)
+        if not isinstance(model, (keras.Sequential, Functional)):
+            raise ValueError(
+                "Hierarchy needs a Sequential or functional keras.Model; "
+                f"received {type(model).__name__}. Build the network with "
+                "keras.Sequential or keras.Model(inputs, outputs)."
+            )
+        if not model.built:
+            raise ValueError(
+                f"Model '{model.name}' is not built. Start it with "
+                "keras.Input(shape) or call it on a batch before building the "
+                "hierarchy."
+            )
+        stages = _stages_of(model)
+        if not stages:
+            nested = _nested_stages(model)
+            if nested:
+                raise ValueError(
+                    "Hierarchy coarsens ODEStack layers at the top level of "
+                    "the model, but the ODEStacks " + ", ".join(nested) + " sit "
+                    "inside nested models. Flatten the network into one "
+                    "Sequential or functional model."
+                )
+            raise ValueError(
+                f"Model '{model.name}' has no ODEStack layer, so there is no "
+                "depth to coarsen. Put the residual blocks in "
+                "keras_mlres.layers.ODEStack(block, num_blocks, time_horizon)."
+            )
+        divisor = coarsening_factor ** (num_levels - 1)
+        for stage in stages:
+            if stage.num_blocks % divisor:
+                raise ValueError(
+                    f"Cannot build {num_levels} levels with coarsening factor "
+                    f"{coarsening_factor}: ODEStack '{stage.name}' has "
+                    f"num_blocks={stage.num_blocks}, which is not divisible "
+                    f"by {coarsening_factor}^{num_levels - 1}={divisor}. Use "
+                    f"num_levels <= "
+                    f"{_max_levels(stage.num_blocks, coarsening_factor)} or "
+                    f"a num_blocks that is a multiple of {divisor}."
+                )
+
+    def _coarsen(self, model, level):
+        factor = self.coarsening_factor**level
+
+        def share_or_coarsen(layer):
+            if isinstance(layer, ODEStack):
+                return layer.coarsened(factor, name=f"{layer.name}_level{level}")
+            return layer
+
+        coarse = keras.models.clone_model(model, clone_function=share_or_coarsen)
+        coarse.name = f"{model.name}_level{level}"
+        return coarse
+
+    def _find_stage_variables(self):
+        """Marks which positions of `trainable_variables` are stage weights."""
+        fine_stage_ids = {
+            id(variable)
+            for stage in self._stages[0]
+            for variable in stage.trainable_variables
+        }
+        mask = [id(v) in fine_stage_ids for v in self._models[0].trainable_variables]
+        for level in range(1, self.num_levels):
+            variables = self.trainable_variables(level)
+            fine_variables = self.trainable_variables(0)
+            assert len(variables) == len(fine_variables)
+            for is_stage, coarse, fine in zip(mask, variables, fine_variables):
+                assert (coarse is fine) != is_stage, (coarse.path, fine.path)
+        return mask
+
+    def level(self, index):
+        """Returns the `keras.Model` of level `index` (0 is the finest)."""
+        if not 0 <= index < self.num_levels:
+            raise ValueError(
+                f"Level {index} does not exist: the hierarchy has levels 0 to "
+                f"{self.num_levels - 1}."
+            )
+        return self._models[index]
+
+    @property
+    def models(self):
+        """The level models, finest first."""
+        return list(self._models)
+
+    def stages(self, level):
+        """Returns the `ODEStack` layers of a level, in model order."""
+        return list(self._stages[level])
+
+    def num_blocks(self, level):
+        """Returns the number of blocks of each stage on a level."""
+        return [stage.num_blocks for stage in self._stages[level]]
+
+    def trainable_variables(self, level):
+        """Returns a level's trainable variables.
+
+        Positions correspond across levels: position i is either the same
+        shared variable on every level or the same stage weight at every depth.
+        """
+        return self.level(level).trainable_variables
+
+    @property
+    def stage_mask(self):
+        """For each trainable-variable position, whether it is a stage weight."""
+        return list(self._stage_mask)
+
+    def _map_stage_positions(self, function, values):
+        return [
+            function(value) if is_stage else value
+            for is_stage, value in zip(self._stage_mask, values)
+        ]
+
+    def restrict_weights(self, weights):
+        """Restricts a level's weights R x (stage weights only), as tensors.
+
+        Args:
+            weights: Values of one level's trainable variables, in
+                `trainable_variables` order.
+
+        Returns:
+            The values for the next coarser level.
+        """
+        return self._map_stage_positions(
+            lambda w: transfer.restrict(
+                w, self.coarsening_factor, self.restriction
+            ),
+            weights,
+        )
+
+    def restrict_gradients(self, gradients):
+        """Restricts a level's gradients by `R_g = P^T` (stage weights only).
+
+        Args:
+            gradients: Gradients with respect to one level's trainable
+                variables, in `trainable_variables` order.
+
+        Returns:
+            The restricted gradients for the next coarser level.
+        """
+        return self._map_stage_positions(
+            lambda g: transfer.restrict_gradient(
+                g, self.coarsening_factor, self.interpolation
+            ),
+            gradients,
+        )
+
+    def prolongate_weights(self, weights):
+        """Prolongates a level's weights (or a correction) by P, as tensors.
+
+        Args:
+            weights: Values of one level's trainable variables (or of a
+                difference of them), in `trainable_variables` order.
+
+        Returns:
+            The values for the next finer level.
+        """
+        return self._map_stage_positions(
+            lambda w: transfer.prolongate(
+                w, self.coarsening_factor, self.interpolation
+            ),
+            weights,
+        )
+
+    def restrict(self, level):
+        """Assigns the restricted weights of `level` to level `level + 1`.
+
+        Args:
+            level: The finer of the two levels.
+
+        Returns:
+            The restricted values `R x_level` now held by level `level + 1`
+            (shared variables included).
+        """
+        self._check_pair(level, level + 1)
+        restricted = self.restrict_weights(
+            [v.value for v in self.trainable_variables(level)]
+        )
+        _assign_stage_positions(
+            self.trainable_variables(level + 1), restricted, self._stage_mask
+        )
+        return restricted
+
+    def prolongate(self, level):
+        """Assigns the prolongated weights of `level` to level `level - 1`.
+
+        This is the nested-iteration (full multigrid) step: a trained coarse
+        network becomes the initial guess of the finer one.
+
+        Args:
+            level: The coarser of the two levels.
+        """
+        self._check_pair(level - 1, level)
+        prolongated = self.prolongate_weights(
+            [v.value for v in self.trainable_variables(level)]
+        )
+        _assign_stage_positions(
+            self.trainable_variables(level - 1), prolongated, self._stage_mask
+        )
+
+    def _check_pair(self, fine, coarse):
+        if not (0 <= fine and coarse < self.num_levels):
+            raise ValueError(
+                f"No transfer between levels {fine} and {coarse}: the "
+                f"hierarchy has levels 0 to {self.num_levels - 1}."
+            )
+
+
+def _assign_stage_positions(variables, values, mask):
+    for is_stage, variable, value in zip(mask, variables, values):
+        if is_stage:
+            variable.assign(value)

@@ -1,0 +1,141 @@
+"""Base class of residual ODE blocks: one forward-Euler step per block."""
+
+import dataclasses
+from typing import Any, Optional, Tuple
+
+import keras
+from keras import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSpec:
+    """Describes one weight tensor of an ODE block.
+
+    An `ODEBlock` lists its weights as `WeightSpec`s instead of creating them
+    directly, so that the same description serves a standalone block (one
+    variable per spec) and an `ODEStack` (one variable of shape
+    `(num_blocks,) + shape` per spec).
+
+    Args:
+        name: Name of the weight, also the key under which `ODEBlock.residual`
+            receives it.
+        shape: Shape of the weight for a single block.
+        initializer: A Keras initializer (object, name or config).
+        regularizer: Optional Keras regularizer.
+        constraint: Optional Keras constraint.
+    """
+
+    name: str
+    shape: Tuple[int, ...]
+    initializer: Any
+    regularizer: Any = None
+    constraint: Any = None
+
+
+class ODEBlock(keras.layers.Layer):
+    """Abstract forward-Euler residual block `y + dt * F(y; theta)`.
+
+    Subclasses define the right-hand side F through two methods:
+
+    - `weight_specs(input_shape)`: the weights theta of one block, as a list
+      of `WeightSpec`.
+    - `residual(inputs, weights, training)`: F evaluated with the given
+      weights (a dict from spec name to tensor). It must be a pure function of
+      its arguments, because `ODEStack` calls it once per time step with the
+      slices of its stacked weights.
+
+    The block itself adds `dt * F(y)` to its input. `dt` is the time step of
+    the forward-Euler discretization; inside an `ODEStack` it is
+    `time_horizon / num_blocks`.
+
+    Args:
+        dt: Time step of the block, a positive float.
+        **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
+    """
+
+    def __init__(self, dt=1.0, **kwargs):
+        super().__init__(**kwargs)
+        dt = float(dt)
+        if not dt > 0.0:
+            raise ValueError(
+                f"`dt` must be a positive float. Received: dt={dt}. Pass the "
+                "time step of the block, e.g. time_horizon / num_blocks."
+            )
+        self.dt = dt
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"dt": self.dt})
+        return config
+
+    def weight_specs(self, input_shape):
+        """Lists the weights of one block.
+
+        Args:
+            input_shape: Shape tuple of the block's input, batch axis first.
+
+        Returns:
+            A list of `WeightSpec`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `weight_specs`."
+        )
+
+    def residual(self, inputs, weights, training=None):
+        """Evaluates the right-hand side F(y; theta).
+
+        Args:
+            inputs: The state y, a tensor.
+            weights: Dict from `WeightSpec.name` to the weight tensor.
+            training: Python bool or None, as in `Layer.call`.
+
+        Returns:
+            A tensor of the same shape as `inputs`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `residual`."
+        )
+
+    def build(self, input_shape):
+        specs = self.weight_specs(input_shape)
+        self._weight_names = tuple(spec.name for spec in specs)
+        for spec in specs:
+            variable = self.add_weight(
+                name=spec.name,
+                shape=spec.shape,
+                initializer=spec.initializer,
+                regularizer=spec.regularizer,
+                constraint=spec.constraint,
+            )
+            setattr(self, spec.name, variable)
+
+    def block_weights(self):
+        """Returns this block's weights as the dict `residual` expects."""
+        return {name: getattr(self, name) for name in self._weight_names}
+
+    def call(self, inputs, training=None):
+        weights = {
+            name: ops.cast(value, self.compute_dtype)
+            for name, value in self.block_weights().items()
+        }
+        step = self.residual(inputs, weights, training=training)
+        return inputs + ops.cast(self.dt, inputs.dtype) * step
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def with_dt(self, dt, name: Optional[str] = None):
+        """Returns an unbuilt copy of this block's configuration with a new dt.
+
+        Args:
+            dt: The new time step.
+            name: Optional name of the copy (defaults to this block's name).
+
+        Returns:
+            A new, unbuilt block of the same class.
+        """
+        config = self.get_config()
+        config["dt"] = dt
+        if name is not None:
+            config["name"] = name
+        return type(self).from_config(config)
