@@ -28,9 +28,13 @@ setuptools.setup(
         "tensorflow-datasets>=4.9",
         "absl-py>=1.0",
         "matplotlib>=3.7",
+        "tensorboard>=2.16",
+        # tensorflow-datasets imports it but declares it only for Python < 3.9
+        # (tensorflow/datasets#11212).
+        "importlib_resources",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "dill"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

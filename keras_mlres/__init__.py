@@ -6,7 +6,11 @@ shallower networks (K/2, K/4, ... blocks) that discretize the same ODE and
 trains the deep network with nonlinear multigrid (MG/OPT) cycles over depth.
 """
 
+from keras_mlres import cycles
+from keras_mlres import datasets
 from keras_mlres import layers
+from keras_mlres import models
 from keras_mlres import transfer
 from keras_mlres.hierarchy import Hierarchy
+from keras_mlres.model import MultilevelModel
 from keras_mlres.version import __version__

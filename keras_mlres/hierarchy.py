@@ -125,16 +125,16 @@ class Hierarchy:
                 "keras.Input(shape) or call it on a batch before building the "
                 "hierarchy."
             )
+        nested = _nested_stages(model)
+        if nested:
+            raise ValueError(
+                "Hierarchy coarsens ODEStack layers at the top level of "
+                "the model, but the ODEStacks " + ", ".join(nested) + " sit "
+                "inside nested models. Flatten the network into one "
+                "Sequential or functional model."
+            )
         stages = _stages_of(model)
         if not stages:
-            nested = _nested_stages(model)
-            if nested:
-                raise ValueError(
-                    "Hierarchy coarsens ODEStack layers at the top level of "
-                    "the model, but the ODEStacks " + ", ".join(nested) + " sit "
-                    "inside nested models. Flatten the network into one "
-                    "Sequential or functional model."
-                )
             raise ValueError(
                 f"Model '{model.name}' has no ODEStack layer, so there is no "
                 "depth to coarsen. Put the residual blocks in "
@@ -290,6 +290,15 @@ class Hierarchy:
         _assign_stage_positions(
             self.trainable_variables(level + 1), restricted, self._stage_mask
         )
+        # Frozen stages are not in trainable_variables; restrict them too.
+        for fine, coarse in zip(self._stages[level], self._stages[level + 1]):
+            if not fine.trainable:
+                for key, weight in fine.stacked_weights.items():
+                    coarse.stacked_weights[key].assign(
+                        transfer.restrict(
+                            weight, self.coarsening_factor, self.restriction
+                        )
+                    )
         return restricted
 
     def prolongate(self, level):

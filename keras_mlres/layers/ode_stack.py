@@ -21,11 +21,14 @@ class _PerBlockInitializer:
 
     def _block_initializers(self, num_blocks):
         config = self.initializer.get_config()
-        if isinstance(config.get("seed"), int):
+        seed = config.get("seed")
+        if "seed" in config and seed is None:
+            # Keras 3 gives an unseeded initializer a fixed int seed at
+            # construction: calling it K times would draw K identical blocks.
+            seed = getattr(self.initializer, "seed", None)
+        if isinstance(seed, int):
             return [
-                type(self.initializer).from_config(
-                    {**config, "seed": config["seed"] + k}
-                )
+                type(self.initializer).from_config({**config, "seed": seed + k})
                 for k in range(num_blocks)
             ]
         return [self.initializer] * num_blocks

@@ -9,6 +9,14 @@ from keras_mlres.layers.ode_block import ODEBlock
 from keras_mlres.layers.ode_block import WeightSpec
 
 
+def _fresh_if_unseeded(initializer):
+    """A new instance of an unseeded initializer (so a new default seed)."""
+    config = initializer.get_config()
+    if "seed" in config and config["seed"] is None:
+        return type(initializer).from_config(config)
+    return initializer
+
+
 @keras.saving.register_keras_serializable(package="keras_mlres")
 class ResidualODEBlock(ODEBlock):
     """Dense residual block, one forward-Euler step of `y' = F(y)`.
@@ -119,7 +127,9 @@ class ResidualODEBlock(ODEBlock):
                 "residual block keeps the width: put a Dense(units) layer "
                 "before it, or set units to the input width."
             )
-        layers = [(self.units, self.hidden_units)]
+        layers = [
+            (self.units, self.hidden_units if self.double_layer else self.units)
+        ]
         if self.double_layer:
             layers.append((self.hidden_units, self.units))
         specs = []
@@ -129,7 +139,7 @@ class ResidualODEBlock(ODEBlock):
                 WeightSpec(
                     "kernel" + suffix,
                     (fan_in, fan_out),
-                    self.kernel_initializer,
+                    _fresh_if_unseeded(self.kernel_initializer),
                     self.kernel_regularizer,
                     self.kernel_constraint,
                 )

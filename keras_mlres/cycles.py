@@ -1,0 +1,435 @@
+"""MG/OPT: nonlinear multigrid cycles over network depth.
+
+On level l the cycle minimizes the corrected objective
+
+    h_l(x) = f_l(x) - <v_l, x>,    v_0 = 0,
+
+where f_l is the training loss of the level-l network on the current batch.
+One cycle on level l (ALGORITHM.md section 3):
+
+1. smooth: `pre_smoothing` optimizer steps on h_l;
+2. on the coarsest level, `coarse_steps` steps instead, and return;
+3. restrict: x_{l+1}^0 = R x_l;
+4. correct the coarse objective (first-order coherence):
+   v_{l+1} = grad f_{l+1}(x_{l+1}^0) - R_g grad h_l(x_l);
+5. recurse: once (V-cycle), twice (W-cycle), or an F-cycle followed by a
+   V-cycle (F-cycle);
+6. prolongate the coarse correction e = P(x_{l+1} - x_{l+1}^0) and step
+   x_l <- x_l + alpha e, with alpha = 1 or found by a backtracking line search
+   on h_l that rejects (alpha = 0) a correction that does not decrease h_l;
+7. smooth: `post_smoothing` steps on h_l.
+
+With a single level the "cycle" is `pre_smoothing + post_smoothing` plain
+optimizer steps.
+
+Gradients are restricted by `R_g = P^T` and weights by the hierarchy's `R`
+(average by default). The coarse problem's first smoothing step at
+x_{l+1}^0 reuses the gradient `R_g grad h_l(x_l)`, which coherence makes
+exact, instead of evaluating it again.
+
+The whole cycle is traced into the training step, so with
+`jit_compile=True` it is one XLA computation. Each visit of a level traces its
+network once more; that stays cheap because an `ODEStack` traces its blocks as
+one loop whatever their number. (One XLA function per level operation, reused
+by every visit, measured slower: see benchmarks/cycle_cost.py.)
+"""
+
+import dataclasses
+from typing import List, Optional
+
+import tensorflow as tf
+
+CYCLES = ("V", "W", "F")
+OPTIMIZER_STATES = ("keep", "reset")
+
+# Armijo sufficient-decrease constant of the line search.
+_ARMIJO_C1 = 1e-4
+# A forward pass costs about a third of a forward+backward pass.
+_FORWARD_COST = 1.0 / 3.0
+
+
+def inner_product(xs, ys):
+    """Returns `sum_i <xs[i], ys[i]>` over two lists of tensors."""
+    return tf.add_n([tf.reduce_sum(x * y) for x, y in zip(xs, ys)])
+
+
+def linear_correction(value, v, xs):
+    """Returns the corrected objective `value - <v, xs>` in value's dtype."""
+    return value - tf.cast(inner_product(v, xs), value.dtype)
+
+
+def add_scaled(xs, alpha, ys):
+    """Returns the list `xs[i] + alpha * ys[i]`."""
+    return [x + alpha * y for x, y in zip(xs, ys)]
+
+
+def subtract(xs, ys):
+    """Returns the list `xs[i] - ys[i]`."""
+    return [x - y for x, y in zip(xs, ys)]
+
+
+def read_values(variables):
+    """Returns a snapshot (tensors) of a list of variables."""
+    return [tf.identity(variable.value) for variable in variables]
+
+
+def assign_values(variables, values):
+    """Assigns a list of tensors to a list of variables."""
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """The corrected objective h and its gradient at one point of a level.
+
+    Attributes:
+        value: h_l(x), a scalar tensor.
+        gradients: grad h_l(x), a list matching the level's variables.
+    """
+
+    value: tf.Tensor
+    gradients: List[tf.Tensor]
+
+
+class Level:
+    """One level of the cycle: a network, its variables and its optimizer.
+
+    Provides the level's numerical work as functions of the batch
+    `data = (x, y, sample_weight)` and the coherence term `v` (a list of
+    tensors matching `variables`, or None for v = 0), to be traced inside the
+    training step.
+
+    Args:
+        index: The level number (0 is the finest).
+        model: The level's `keras.Model`.
+        optimizer: A Keras optimizer for `model.trainable_variables`; built
+            here if it is not built yet.
+        loss_fn: Callable `(model, x, y, sample_weight) -> (loss, y_pred)`
+            evaluating the training loss f_l of `model` on a batch.
+        cost: Modelled cost of one gradient evaluation in fine-gradient
+            equivalents.
+        reset_optimizer: Whether `reset_optimizer_state` zeroes the
+            optimizer's slots and iteration count (else it does nothing).
+    """
+
+    def __init__(
+        self,
+        index,
+        model,
+        optimizer,
+        loss_fn,
+        cost=1.0,
+        reset_optimizer=False,
+    ):
+        self.index = index
+        self.model = model
+        self.variables = model.trainable_variables
+        self.optimizer = optimizer
+        self.cost = cost
+        self._loss_fn = loss_fn
+        self._optimizer_state = build_optimizer(optimizer, self.variables)
+        self._reset_optimizer = reset_optimizer
+
+    def _objective(self, data, v):
+        x, y, sample_weight = data
+        loss, y_pred = self._loss_fn(self.model, x, y, sample_weight)
+        if v is not None:
+            loss = linear_correction(loss, v, self.variables)
+        return loss, y_pred
+
+    def value(self, data, v):
+        """Returns h at the current weights (a forward pass)."""
+        return self._objective(data, v)[0]
+
+    def value_and_gradient(self, data, v):
+        """Returns h, grad h and the predictions at the current weights."""
+        with tf.GradientTape() as tape:
+            value, y_pred = self._objective(data, v)
+        return value, tape.gradient(value, self.variables), y_pred
+
+    def step(self, data, v):
+        """One optimizer step on h at the current weights; returns h."""
+        value, gradients, _ = self.value_and_gradient(data, v)
+        self.apply(gradients)
+        return value
+
+    def apply(self, gradients):
+        """Applies one optimizer update with the given gradients of h."""
+        self.optimizer.apply(gradients, self.variables)
+
+    def reset_optimizer_state(self):
+        """Zeroes the optimizer slots (momenta) if this level resets them."""
+        if self._reset_optimizer:
+            for variable in self._optimizer_state:
+                variable.assign(tf.zeros_like(variable))
+
+
+def build_optimizer(optimizer, variables):
+    """Builds an optimizer on `variables` and returns its resettable state.
+
+    Args:
+        optimizer: An unbuilt Keras optimizer.
+        variables: The variables it will update.
+
+    Returns:
+        The variables `build` created (slots such as momenta) and the
+        iteration counter; not the learning rate.
+
+    Raises:
+        ValueError: If the optimizer is already built on other variables.
+    """
+    if optimizer.built:
+        known = {id(v) for v in optimizer._trainable_variables}
+        if known != {id(v) for v in variables}:
+            raise ValueError(
+                f"Optimizer '{optimizer.name}' is already built on other "
+                "variables. Give each level a fresh optimizer instance."
+            )
+        return []
+    created_before = {id(v) for v in optimizer.variables}
+    optimizer.build(variables)
+    slots = [v for v in optimizer.variables if id(v) not in created_before]
+    return slots + [optimizer.iterations]
+
+
+@dataclasses.dataclass
+class CycleResult:
+    """What one cycle reports.
+
+    Attributes:
+        loss: The fine training loss f_0 at the start of the cycle.
+        y_pred: The fine network's predictions at the start of the cycle.
+        level_losses: For each coarse level l >= 1, f_l at its restricted
+            starting point x_l^0 of its first visit.
+        step_sizes: For each level with a coarser one (0 .. L-2), the
+            coarse-correction step alpha of its last visit.
+        work: Fine-gradient equivalents spent by the cycle (modelled).
+    """
+
+    loss: tf.Tensor
+    y_pred: tf.Tensor
+    level_losses: List[tf.Tensor]
+    step_sizes: List[tf.Tensor]
+    work: tf.Tensor
+
+
+class MGOPT:
+    """The MG/OPT cycle over the levels of a `Hierarchy`.
+
+    Args:
+        hierarchy: The `keras_mlres.Hierarchy` of networks.
+        levels: One `Level` per hierarchy level, finest first.
+        cycle: `"V"`, `"W"` or `"F"`.
+        pre_smoothing: Optimizer steps on h_l before the coarse correction.
+        post_smoothing: Optimizer steps on h_l after the coarse correction.
+        coarse_steps: Optimizer steps on the coarsest level.
+        line_search: If True, the coarse correction step alpha is found by
+            backtracking (Armijo) on h_l from alpha = 1, halving at most
+            `max_backtracking` times; a correction that does not decrease h_l
+            is rejected (alpha = 0). If False, alpha = 1.
+        max_backtracking: Number of step sizes the line search tries.
+    """
+
+    def __init__(
+        self,
+        hierarchy,
+        levels,
+        cycle="V",
+        pre_smoothing=1,
+        post_smoothing=1,
+        coarse_steps=2,
+        line_search=True,
+        max_backtracking=4,
+    ):
+        self.hierarchy = hierarchy
+        self.levels = levels
+        self.cycle = cycle
+        self.pre_smoothing = pre_smoothing
+        self.post_smoothing = post_smoothing
+        self.coarse_steps = coarse_steps
+        self.line_search = line_search
+        self.max_backtracking = max_backtracking
+        self._start_tally()
+
+    def _start_tally(self):
+        """Resets what a cycle reports: work, level losses, step sizes."""
+        self._work = tf.constant(0.0)
+        self._level_losses = [None] * self.num_levels
+        self._step_sizes = [tf.constant(0.0)] * max(self.num_levels - 1, 0)
+
+    @property
+    def num_levels(self):
+        return len(self.levels)
+
+    def __call__(self, data):
+        """Runs one cycle on the batch `data = (x, y, sample_weight)`.
+
+        Returns:
+            A `CycleResult`.
+        """
+        self._start_tally()
+        fine = self.levels[0]
+        value, gradients, y_pred = fine.value_and_gradient(data, None)
+        self._count(fine)
+        start = Evaluation(value, gradients)
+        if self.num_levels == 1:
+            self.smooth(fine, data, None, self.pre_smoothing + self.post_smoothing,
+                        start)
+        else:
+            self.run_cycle(0, data, None, start, self.cycle)
+        return CycleResult(
+            loss=value,
+            y_pred=y_pred,
+            level_losses=self._level_losses[1:],
+            step_sizes=self._step_sizes,
+            work=self._work,
+        )
+
+    def _count(self, level, forward_only=False):
+        cost = level.cost * (_FORWARD_COST if forward_only else 1.0)
+        self._work = self._work + cost
+
+    def run_cycle(self, index, data, v, start, cycle):
+        """One cycle on level `index`, starting at the current weights.
+
+        Args:
+            index: The level.
+            data: The batch.
+            v: The coherence term of the level (None on the finest).
+            start: The `Evaluation` of h at the current weights, if already
+                known (else None).
+            cycle: `"V"`, `"W"` or `"F"`.
+        """
+        level = self.levels[index]
+        if index == self.num_levels - 1:
+            level.reset_optimizer_state()
+            self.smooth(level, data, v, self.coarse_steps, start)
+            return
+        if index > 0:
+            level.reset_optimizer_state()
+        if self.smooth(level, data, v, self.pre_smoothing, start):
+            start = None
+        current = start or self.evaluate(level, data, v)
+        weights = read_values(level.variables)
+
+        coarse = self.levels[index + 1]
+        coarse_start, coarse_v = self.restrict(index, data, current)
+        coarse_weights = read_values(coarse.variables)
+        for visit, coarse_cycle in enumerate(self.coarse_cycles(cycle)):
+            self.run_cycle(
+                index + 1,
+                data,
+                coarse_v,
+                coarse_start if visit == 0 else None,
+                coarse_cycle,
+            )
+        correction = self.prolongate_correction(coarse, coarse_weights)
+        self._step_sizes[index] = self.correct(
+            level, data, v, weights, correction, current
+        )
+        self.smooth(level, data, v, self.post_smoothing)
+
+    def coarse_cycles(self, cycle):
+        """The cycles to run on the next coarser level for a `cycle` here."""
+        return {"V": ["V"], "W": ["W", "W"], "F": ["F", "V"]}[cycle]
+
+    def evaluate(self, level, data, v):
+        """Evaluates h and its gradient at the current weights of a level."""
+        value, gradients, _ = level.value_and_gradient(data, v)
+        self._count(level)
+        return Evaluation(value, gradients)
+
+    def smooth(self, level, data, v, steps, start=None):
+        """Takes `steps` optimizer steps on h; returns whether any was taken.
+
+        A known `start` evaluation at the current weights is used for the
+        first step instead of evaluating the gradient again.
+        """
+        for step in range(steps):
+            if step == 0 and start is not None:
+                level.apply(start.gradients)
+            else:
+                level.step(data, v)
+                self._count(level)
+        return steps > 0
+
+    def restrict(self, index, data, current):
+        """Restricts level `index` and builds the coarse corrected problem.
+
+        Args:
+            index: The finer level.
+            data: The batch.
+            current: `Evaluation` of h at the finer level's current weights.
+
+        Returns:
+            `(start, v)`: the `Evaluation` of the coarse corrected objective
+            at x^0 = R x (whose gradient is `R_g grad h` by construction) and
+            the coarse coherence term v.
+        """
+        coarse = self.levels[index + 1]
+        restricted = self.hierarchy.restrict(index)
+        value, gradients, _ = coarse.value_and_gradient(data, None)
+        self._count(coarse)
+        self._level_losses[index + 1] = value
+        restricted_gradients = self.hierarchy.restrict_gradients(
+            current.gradients
+        )
+        v = subtract(gradients, restricted_gradients)
+        start = Evaluation(
+            linear_correction(value, v, restricted), restricted_gradients
+        )
+        return start, v
+
+    def prolongate_correction(self, coarse, coarse_weights):
+        """Returns e = P(x_H - x_H^0) for the level above `coarse`."""
+        return self.hierarchy.prolongate_weights(
+            subtract(read_values(coarse.variables), coarse_weights)
+        )
+
+    def correct(self, level, data, v, weights, correction, current):
+        """Sets the weights to `weights + alpha * correction`; returns alpha."""
+        if not self.line_search:
+            assign_values(level.variables, add_scaled(weights, 1.0, correction))
+            return tf.constant(1.0)
+        step_size = self.backtrack(level, data, v, weights, correction, current)
+        assign_values(level.variables, add_scaled(weights, step_size, correction))
+        return step_size
+
+    def backtrack(self, level, data, v, weights, correction, current):
+        """Armijo backtracking on h from alpha = 1; 0 if nothing decreases h.
+
+        Tries alpha = 1, 1/2, ..., 2^(1 - max_backtracking) and accepts the
+        first with `h(x + alpha e) <= h(x) + c1 alpha <grad h(x), e>` and
+        `h(x + alpha e) < h(x)`.
+        """
+        slope = tf.minimum(inner_product(current.gradients, correction), 0.0)
+
+        def untried(step_size, accepted, tries):
+            del step_size, tries
+            return tf.logical_not(accepted)
+
+        def try_step(step_size, accepted, tries):
+            del accepted
+            assign_values(
+                level.variables, add_scaled(weights, step_size, correction)
+            )
+            value = level.value(data, v)
+            decreases = tf.logical_and(
+                value <= current.value + _ARMIJO_C1 * step_size * slope,
+                value < current.value,
+            )
+            decreases = tf.logical_and(decreases, tf.math.is_finite(value))
+            next_step = tf.where(decreases, step_size, step_size / 2.0)
+            return next_step, decreases, tries + 1
+
+        step_size, accepted, tries = tf.while_loop(
+            untried,
+            try_step,
+            (tf.constant(1.0), tf.constant(False), tf.constant(0)),
+            maximum_iterations=self.max_backtracking,
+        )
+        self._work = self._work + (
+            tf.cast(tries, tf.float32) * level.cost * _FORWARD_COST
+        )
+        return tf.where(accepted, step_size, 0.0)

@@ -1,0 +1,148 @@
+"""Shared machinery of the locally generated 2-D point data sets.
+
+Every builder here draws its points with numpy from a fixed seed per split, so
+the data are the same on every machine and every build, and nothing is ever
+downloaded: `dl_manager` is unused.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+# Split name -> index mixed into the seed (a different stream per split).
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(eq=False)
+class PointsConfig(tfds.core.BuilderConfig):
+    """`BuilderConfig` of a 2-D point data set: the size of each split.
+
+    The split sizes are part of the config, not arguments of `load`: the
+    generated data are stored under `data_dir/<name>/<config name>/<version>`,
+    so a config with other sizes must also have another `name` (tfds reuses
+    whatever is already prepared under a name).
+
+    Args:
+        name: Name of the config (the part after `/` in `"spiral/3"`).
+        num_train: Number of points of the `"train"` split.
+        num_validation: Number of points of the `"validation"` split.
+        num_test: Number of points of the `"test"` split.
+        **kwargs: The other fields of `tfds.core.BuilderConfig`
+            (`description`, `version`, ...).
+
+    Example:
+
+    ```python
+    small = keras_mlres.datasets.PeaksConfig(
+        name="small", num_train=1000, num_validation=200, num_test=200)
+    builder = keras_mlres.datasets.Peaks(config=small, data_dir="/tmp/tfds")
+    builder.download_and_prepare()
+    ```
+    """
+
+    num_train: int = 20_000
+    num_validation: int = 5_000
+    num_test: int = 5_000
+
+    def split_sizes(self):
+        """Returns the number of points per split.
+
+        Returns:
+            A dict `{"train": n, "validation": n, "test": n}`.
+        """
+        return {
+            "train": self.num_train,
+            "validation": self.num_validation,
+            "test": self.num_test,
+        }
+
+
+class PointsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base class of the builders of 2-D point classification data sets.
+
+    Not registered itself. A subclass sets `SEED`, `DESCRIPTION`,
+    `BUILDER_CONFIGS` (of a `PointsConfig` subclass) and implements
+    `num_classes()` and `sample(rng, num_examples)`.
+
+    Each example is `{"features": float32 (2,), "label": int}`, with
+    `supervised_keys=("features", "label")`. The points of split `s` are drawn
+    from `np.random.default_rng([SEED, index of s])`, so two builds give the
+    very same examples.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+    SEED = 0
+    DESCRIPTION = ""
+    CITATION = ""
+
+    def num_classes(self):
+        """Returns the number of classes of the current config."""
+        raise NotImplementedError
+
+    def sample(self, rng, num_examples):
+        """Draws `num_examples` labelled points.
+
+        Args:
+            rng: A `numpy.random.Generator`.
+            num_examples: Number of points to draw.
+
+        Returns:
+            A tuple `(features, labels)`: float32 array of shape
+            `(num_examples, 2)` and int64 array of shape `(num_examples,)`.
+        """
+        raise NotImplementedError
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(
+                {
+                    "features": tfds.features.Tensor(
+                        shape=(2,), dtype=np.float32
+                    ),
+                    "label": tfds.features.ClassLabel(
+                        num_classes=self.num_classes()
+                    ),
+                }
+            ),
+            supervised_keys=("features", "label"),
+            citation=self.CITATION,
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Generated locally: nothing to download.
+        sizes = self.builder_config.split_sizes()
+        return {
+            split: self._generate_examples(
+                split_index=index, num_examples=sizes[split]
+            )
+            for index, split in enumerate(SPLITS)
+        }
+
+    def _generate_examples(self, split_index, num_examples):
+        rng = np.random.default_rng([self.SEED, split_index])
+        features, labels = self.sample(rng, num_examples)
+        features = np.asarray(features, dtype=np.float32)
+        labels = np.asarray(labels, dtype=np.int64)
+        for i in range(num_examples):
+            yield i, {"features": features[i], "label": labels[i]}
+
+
+def balanced_labels(rng, num_examples, num_classes):
+    """Returns shuffled labels with every class (almost) equally often.
+
+    Args:
+        rng: A `numpy.random.Generator`.
+        num_examples: Number of labels.
+        num_classes: Number of classes.
+
+    Returns:
+        An int64 array of shape `(num_examples,)`: each class appears
+        `num_examples // num_classes` or one more times, in random order.
+    """
+    labels = np.arange(num_examples, dtype=np.int64) % num_classes
+    return rng.permutation(labels)

@@ -1,0 +1,365 @@
+"""`load`: batched `tf.data` pipelines of the local and the TFDS data sets."""
+
+import numbers
+import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import naming
+
+# Importing the builders registers them with tfds.
+from keras_mlres.datasets import ellipses as _ellipses  # noqa: F401
+from keras_mlres.datasets import peaks as _peaks  # noqa: F401
+from keras_mlres.datasets import spiral as _spiral  # noqa: F401
+
+LOCAL_DATASETS = ("peaks", "spiral", "ellipses")
+_LOCAL_DESCRIPTION = "peaks, spiral (spiral/2, spiral/3, spiral/5), ellipses"
+
+# Seconds to wait for a TCP connection to a download host before deciding
+# that there is no network.
+PROBE_TIMEOUT = 5.0
+# Host probed when a builder does not list its download urls.
+_FALLBACK_ENDPOINT = ("https", "storage.googleapis.com", 443)
+_MAX_PROBED_ENDPOINTS = 4
+
+
+class DatasetNotAvailableError(RuntimeError):
+    """A TFDS data set is neither prepared in `data_dir` nor downloadable.
+
+    Raised by `load` for a TFDS catalog data set (e.g. `"mnist"`) that is not
+    prepared in `data_dir` when downloading it is not allowed
+    (`download=False`), there is no network, or the download fails. The
+    message names the data set and says how to prepare it.
+
+    Args:
+        message: The explanation.
+        name: The data set name given to `load`.
+        data_dir: The TFDS data directory that was searched.
+    """
+
+    def __init__(self, message, name=None, data_dir=None):
+        super().__init__(message)
+        self.name = name
+        self.data_dir = data_dir
+
+
+def load(
+    name,
+    batch_size=128,
+    split=("train", "validation", "test"),
+    data_dir=None,
+    shuffle_buffer=20_000,
+    seed=0,
+    drop_remainder=True,
+    eval_drop_remainder=False,
+    download=True,
+    with_info=False,
+):
+    """Loads a data set as batched `tf.data.Dataset`s of `(features, label)`.
+
+    Every split goes through `tfds.load(..., as_supervised=True)`, then is
+    cached in memory, shuffled (training split only), batched, normalized and
+    prefetched. Integer (`uint8`) image features are cast to float32 in
+    [0, 1]; other features are passed through (the point data sets are
+    already float32). Labels are int64 class indices.
+
+    Local data sets (`"peaks"`, `"spiral"`, `"spiral/5"`, `"ellipses"`, see
+    `LOCAL_DATASETS`) are generated on the first call into `data_dir` (a few
+    seconds) and read from there afterwards; they never touch the network.
+    Any other name must be a TFDS catalog data set (`"mnist"`, `"cifar10"`,
+    ...): it is read from `data_dir` if it is prepared there; otherwise it is
+    downloaded if `download=True` and the network answers, and a
+    `DatasetNotAvailableError` explaining how to prepare it is raised if not.
+    Before downloading, the data set's download hosts are probed with a
+    short TCP connection (`PROBE_TIMEOUT` seconds), because tfds itself
+    retries an unreachable host for minutes.
+
+    The training split drops its last, short batch by default
+    (`drop_remainder=True`): every training batch then has the same static
+    shape `(batch_size, ...)`, so a compiled (XLA, `jit_compile=True`)
+    training step is traced once, not a second time for a last batch of
+    another shape. Evaluation splits keep every example by default
+    (`eval_drop_remainder=False`) so that metrics are computed on the whole
+    split; their short last batch only costs one more trace of the test
+    step.
+
+    Args:
+        name: Data set name, as for `tfds.load`: `"peaks"`, `"spiral/3"`,
+            `"mnist"`, `"cifar10:3.0.2"`, ...
+        batch_size: Number of examples per batch.
+        split: A split (`"train"`, `"test"`, `"train[:80%]"`, ...) or a
+            sequence of splits. Defaults to `("train", "validation",
+            "test")`, the splits of the local data sets (TFDS catalog data
+            sets often have no `"validation"` split).
+        data_dir: TFDS data directory to read and write. Defaults to
+            `$TFDS_DATA_DIR` if set, else `~/tensorflow_datasets`.
+        shuffle_buffer: Size of the shuffle buffer of the training split
+            (splits named `"train"`, including slices like `"train[:90%]"`).
+            The default covers the whole training split of the local data
+            sets. 0 or None disables shuffling.
+        seed: Seed of the shuffle. With a fixed seed the sequence of epochs
+            is the same on every run; each epoch is a new permutation.
+        drop_remainder: Whether the training split drops its last batch if
+            it is shorter than `batch_size`. Defaults to True (see above).
+        eval_drop_remainder: Same for the other splits. Defaults to False.
+        download: Whether a TFDS catalog data set that is not prepared in
+            `data_dir` may be downloaded. Local data sets are always
+            generated when missing.
+        with_info: Whether to also return the `tfds.core.DatasetInfo`
+            (features, `num_classes`, split sizes, ...).
+
+    Returns:
+        A `tf.data.Dataset` of `(features, label)` batches if `split` is a
+        single string, else a tuple of them in the order of `split`. With
+        `with_info=True`, a tuple `(datasets, info)`.
+
+    Raises:
+        ValueError: If `name` is neither a local nor a TFDS catalog data
+            set (the message lists the local ones), or an argument is
+            invalid.
+        DatasetNotAvailableError: If a TFDS catalog data set is not prepared
+            in `data_dir` and cannot be downloaded.
+
+    Example:
+
+    ```python
+    train, val, test = keras_mlres.datasets.load("peaks", batch_size=256)
+    model.fit(train, validation_data=val, epochs=10)
+
+    train = keras_mlres.datasets.load("spiral/5", split="train")
+    ```
+    """
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"batch_size must be a positive int, got {batch_size!r}."
+        )
+    single = isinstance(split, str)
+    splits = [split] if single else list(split)
+    if not splits:
+        raise ValueError("split must name at least one split.")
+
+    if _is_local(name):
+        datasets, info = _load_local(name, splits, data_dir)
+    else:
+        datasets, info = _load_catalog(name, splits, data_dir, download)
+
+    pipelines = []
+    for split_name, dataset in zip(splits, datasets):
+        training = _is_training_split(split_name)
+        pipelines.append(
+            _pipeline(
+                dataset,
+                training=training,
+                batch_size=batch_size,
+                shuffle_buffer=shuffle_buffer,
+                seed=seed,
+                drop_remainder=(
+                    drop_remainder if training else eval_drop_remainder
+                ),
+            )
+        )
+    datasets = tuple(pipelines)
+    result = datasets[0] if single else datasets
+    return (result, info) if with_info else result
+
+
+def _parse_name(name):
+    try:
+        dataset_name, _ = naming.parse_builder_name_kwargs(name)
+    except Exception as error:  # tfds raises ValueError/AssertionError.
+        raise ValueError(
+            f"Invalid data set name {name!r}: {error}. "
+            f"Local data sets: {_LOCAL_DESCRIPTION}."
+        ) from None
+    return dataset_name
+
+
+def _is_local(name):
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {name!r}.")
+    dataset_name = _parse_name(name)
+    if dataset_name.namespace is None and dataset_name.name in LOCAL_DATASETS:
+        return True
+    if dataset_name.namespace is None and dataset_name.name not in set(
+        tfds.list_builders(with_community_datasets=False)
+    ):
+        raise ValueError(
+            f"Unknown data set {name!r}. Local data sets (generated here, "
+            f"no download): {_LOCAL_DESCRIPTION}. Any other name must be a "
+            "TFDS catalog data set (see tfds.list_builders()), e.g. 'mnist', "
+            "prepared in data_dir or downloadable."
+        )
+    return False
+
+
+def _load_local(name, splits, data_dir):
+    # Generating a local builder runs its numpy generator; GCS is not tried.
+    config = tfds.download.DownloadConfig(try_download_gcs=False)
+    return tfds.load(
+        name,
+        split=splits,
+        data_dir=data_dir,
+        as_supervised=True,
+        download=True,
+        with_info=True,
+        download_and_prepare_kwargs={"download_config": config},
+    )
+
+
+def _load_catalog(name, splits, data_dir, download):
+    kwargs = dict(
+        split=splits, data_dir=data_dir, as_supervised=True, with_info=True
+    )
+    try:
+        # Reads prepared data (or tfds.testing.mock_data) without any network.
+        return tfds.load(name, download=False, **kwargs)
+    except AssertionError:  # tfds: "could not find data in <data_dir>".
+        builder = tfds.builder(name, data_dir=data_dir)
+        if builder.is_prepared():
+            raise
+
+    root = os.fspath(builder.data_dir_root)
+    if not download:
+        raise DatasetNotAvailableError(
+            _not_available_message(name, root, "download=False"),
+            name=name,
+            data_dir=root,
+        )
+    problem = _unreachable_endpoint(_download_endpoints(builder))
+    if problem:
+        raise DatasetNotAvailableError(
+            _not_available_message(name, root, f"no network: {problem}"),
+            name=name,
+            data_dir=root,
+        )
+    try:
+        return tfds.load(name, download=True, **kwargs)
+    except OSError as error:  # requests' errors are OSErrors too.
+        raise DatasetNotAvailableError(
+            _not_available_message(
+                name, root, f"the download failed: {error}"
+            ),
+            name=name,
+            data_dir=root,
+        ) from error
+
+
+def _not_available_message(name, root, reason):
+    folder = _parse_name(name).name
+    return (
+        f"The data set {name!r} is not prepared in data_dir {root!r} and "
+        f"cannot be downloaded here ({reason}).\n"
+        f"{name!r} is a TFDS catalog data set: it must be downloaded "
+        "(network access needed) or prepared in data_dir beforehand. To "
+        "prepare it, on a machine with network access run\n\n"
+        "    python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.builder('{name}', data_dir='DIR').download_and_prepare()\"\n\n"
+        f"(or `tfds build {name} --data_dir=DIR`), then copy DIR/{folder} "
+        f"into {root!r} (or pass data_dir=DIR / set TFDS_DATA_DIR=DIR). The "
+        f"local data sets ({_LOCAL_DESCRIPTION}) are generated here and need "
+        "no network."
+    )
+
+
+def _download_endpoints(builder):
+    """Returns the `(host, port)` pairs a download of `builder` connects to."""
+    try:
+        urls = sorted(type(builder).url_infos or {})
+    except Exception:  # A missing or unreadable checksums file.
+        urls = []
+    endpoints = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if parts.hostname and parts.scheme in ("http", "https"):
+            default_port = 443 if parts.scheme == "https" else 80
+            port = parts.port or default_port
+            endpoint = (parts.scheme, parts.hostname, port)
+            if endpoint not in endpoints:
+                endpoints.append(endpoint)
+    endpoints = endpoints[:_MAX_PROBED_ENDPOINTS] or [_FALLBACK_ENDPOINT]
+
+    proxies = urllib.request.getproxies()
+    targets = []
+    for scheme, host, port in endpoints:
+        proxy = proxies.get(scheme)
+        if proxy and not urllib.request.proxy_bypass(host):
+            proxy_parts = urllib.parse.urlsplit(proxy)
+            if proxy_parts.hostname:
+                host = proxy_parts.hostname
+                port = proxy_parts.port or (
+                    443 if proxy_parts.scheme == "https" else 80
+                )
+        if (host, port) not in targets:
+            targets.append((host, port))
+    return targets
+
+
+def _unreachable_endpoint(endpoints, timeout=None):
+    """Returns why one of `endpoints` cannot be reached, or None.
+
+    Each `(host, port)` gets a TCP connection attempt in its own thread; all
+    are bounded by `timeout` seconds in total (DNS included), so a machine
+    without network answers in at most that long.
+    """
+    timeout = PROBE_TIMEOUT if timeout is None else timeout
+    results = {}
+
+    def connect(endpoint):
+        try:
+            with socket.create_connection(endpoint, timeout=timeout):
+                results[endpoint] = None
+        except OSError as error:
+            results[endpoint] = str(error) or type(error).__name__
+
+    threads = [
+        threading.Thread(target=connect, args=(endpoint,), daemon=True)
+        for endpoint in endpoints
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    for host, port in endpoints:
+        if (host, port) not in results:
+            return f"could not reach {host}:{port} within {timeout:g} s"
+        if results[(host, port)] is not None:
+            return f"could not reach {host}:{port}: {results[(host, port)]}"
+    return None
+
+
+def _is_training_split(split):
+    return str(split).split("[")[0].split("+")[0].strip() == "train"
+
+
+def _to_unit_float(features):
+    def convert(tensor):
+        if tensor.dtype == tf.uint8:
+            return tf.cast(tensor, tf.float32) / 255.0
+        return tensor
+
+    return tf.nest.map_structure(convert, features)
+
+
+def _pipeline(
+    dataset, training, batch_size, shuffle_buffer, seed, drop_remainder
+):
+    # Cache the decoded (uint8 for images) examples, normalize per batch.
+    dataset = dataset.cache()
+    if training and shuffle_buffer:
+        dataset = dataset.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+        )
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(
+        lambda features, label: (_to_unit_float(features), label),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)

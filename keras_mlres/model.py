@@ -1,0 +1,323 @@
+"""`MultilevelModel`: MG/OPT training of a residual network behind `fit`."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mlres import cycles
+from keras_mlres.hierarchy import Hierarchy
+
+
+def _check_count(name, value, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
+        )
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(
+            f"Unknown {name}={value!r}. Allowed values: "
+            + ", ".join(repr(a) for a in allowed)
+            + "."
+        )
+
+
+def _parameter_count(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+
+
+@keras.saving.register_keras_serializable(package="keras_mlres")
+class MultilevelModel(keras.Model):
+    """Trains a residual network by multilevel (MG/OPT) cycles over depth.
+
+    Wraps a fine network that contains `ODEStack` stages. `fit` runs one
+    MG/OPT cycle per batch across the hierarchy of coarser networks (see
+    `keras_mlres.cycles`); `evaluate`, `predict` and `call` use the fine
+    network only. Everything else is a normal `keras.Model`.
+
+    Each level has its own optimizer: the fine level uses the one given to
+    `compile`, coarse levels fresh clones of it unless `level_optimizers` is
+    given. `optimizer.iterations` counts fine optimizer steps (smoothing
+    steps), so learning-rate schedules and Adam's bias correction advance
+    `pre_smoothing + post_smoothing` times per batch.
+
+    With `jit_compile=True` the whole cycle (every level's forward and
+    backward passes, optimizer updates, transfers and line search) is one
+    XLA-compiled step; all control flow on tensor values is `tf.while_loop`,
+    so the step has no host synchronization.
+
+    Args:
+        model: A built Sequential or functional `keras.Model` with
+            `ODEStack` layers: the fine network (level 0).
+        num_levels: Number of levels L >= 1.
+        cycle: `"V"`, `"W"` or `"F"`.
+        pre_smoothing: Optimizer steps before the coarse correction.
+        post_smoothing: Optimizer steps after the coarse correction.
+        coarse_steps: Optimizer steps on the coarsest level.
+        line_search: Whether the coarse correction step is found by
+            backtracking (a correction that does not decrease the level's
+            objective is rejected). If False, the correction is always taken.
+        max_backtracking: Step sizes the line search tries (1, 1/2, ...).
+        coarse_optimizer_state: `"reset"` (coarse optimizer slots and
+            iteration counts are zeroed at each visit; the default, which
+            measured better, see benchmarks/coarse_optimizer_state.py) or
+            `"keep"` (they carry over from one visit to the next).
+        coarsening_factor: Factor by which each level divides the blocks.
+        interpolation: Prolongation in time, `"constant"` or `"linear"`.
+        restriction: Weight restriction, `"average"`, `"injection"` or
+            `"full_weighting"`.
+        **kwargs: Base `keras.Model` keyword arguments (`name`, ...).
+
+    Example:
+
+    >>> model = MultilevelModel(fine, num_levels=3, cycle="V")
+    >>> model.compile(
+    ...     optimizer=keras.optimizers.Adam(1e-2),
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ...     metrics=["accuracy"],
+    ...     jit_compile=True,
+    ... )
+    >>> history = model.fit(train_ds, epochs=20, validation_data=val_ds)
+    """
+
+    def __init__(
+        self,
+        model,
+        num_levels=2,
+        cycle="V",
+        pre_smoothing=1,
+        post_smoothing=1,
+        coarse_steps=2,
+        line_search=True,
+        max_backtracking=4,
+        coarse_optimizer_state="reset",
+        coarsening_factor=2,
+        interpolation="constant",
+        restriction="average",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(model, dict):
+            model = keras.saving.deserialize_keras_object(model)
+        _check_choice("cycle", cycle, cycles.CYCLES)
+        _check_count("pre_smoothing", pre_smoothing)
+        _check_count("post_smoothing", post_smoothing)
+        _check_count("coarse_steps", coarse_steps)
+        _check_count("max_backtracking", max_backtracking, minimum=1)
+        _check_choice(
+            "coarse_optimizer_state",
+            coarse_optimizer_state,
+            cycles.OPTIMIZER_STATES,
+        )
+        if num_levels == 1 and pre_smoothing + post_smoothing == 0:
+            raise ValueError(
+                "With num_levels=1 the cycle is pre_smoothing + "
+                "post_smoothing optimizer steps; both are 0, so training "
+                "would do nothing. Set pre_smoothing=1."
+            )
+        self.fine = model
+        self.hierarchy = Hierarchy(
+            model,
+            num_levels,
+            coarsening_factor=coarsening_factor,
+            interpolation=interpolation,
+            restriction=restriction,
+        )
+        self.num_levels = num_levels
+        self.cycle = cycle
+        self.pre_smoothing = pre_smoothing
+        self.post_smoothing = post_smoothing
+        self.coarse_steps = coarse_steps
+        self.line_search = bool(line_search)
+        self.max_backtracking = max_backtracking
+        self.coarse_optimizer_state = coarse_optimizer_state
+        self.level_optimizers = None
+        self._mgopt = None
+        self._level_loss_trackers = [
+            keras.metrics.Mean(name=f"level_{level}_loss")
+            for level in range(1, num_levels)
+        ]
+        self._step_size_trackers = [
+            keras.metrics.Mean(name="alpha" if level == 0 else f"level_{level}_alpha")
+            for level in range(num_levels - 1)
+        ]
+        self.work = keras.Variable(
+            0.0, trainable=False, dtype="float32", name="work"
+        )
+        self.built = True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "model": keras.saving.serialize_keras_object(self.fine),
+                "num_levels": self.num_levels,
+                "cycle": self.cycle,
+                "pre_smoothing": self.pre_smoothing,
+                "post_smoothing": self.post_smoothing,
+                "coarse_steps": self.coarse_steps,
+                "line_search": self.line_search,
+                "max_backtracking": self.max_backtracking,
+                "coarse_optimizer_state": self.coarse_optimizer_state,
+                "coarsening_factor": self.hierarchy.coarsening_factor,
+                "interpolation": self.hierarchy.interpolation,
+                "restriction": self.hierarchy.restriction,
+            }
+        )
+        return config
+
+    def call(self, inputs, training=None):
+        return self.fine(inputs, training=training)
+
+    def compile(self, optimizer="rmsprop", *args, level_optimizers=None, **kwargs):
+        """Configures training, as `keras.Model.compile`.
+
+        Args:
+            optimizer: The fine level's optimizer.
+            *args: Passed to `keras.Model.compile`.
+            level_optimizers: Optional list of `num_levels - 1` optimizers
+                (instances, names or configs) for levels 1 .. L-1, each a
+                distinct instance. Defaults to fresh clones of `optimizer`.
+            **kwargs: Passed to `keras.Model.compile` (`loss`, `metrics`,
+                `jit_compile`, ...).
+        """
+        super().compile(optimizer, *args, **kwargs)
+        self.level_optimizers = self._coarse_optimizers(level_optimizers)
+        self._mgopt = self._build_mgopt()
+
+    def _coarse_optimizers(self, level_optimizers):
+        num_coarse = self.num_levels - 1
+        if level_optimizers is None:
+            config = self.optimizer.get_config()
+            return [
+                type(self.optimizer).from_config(dict(config))
+                for _ in range(num_coarse)
+            ]
+        if not isinstance(level_optimizers, (list, tuple)) or (
+            len(level_optimizers) != num_coarse
+        ):
+            raise ValueError(
+                f"`level_optimizers` must be a list of num_levels - 1 = "
+                f"{num_coarse} optimizers, one for each coarse level 1 .. "
+                f"{num_coarse}; the fine level uses `optimizer`. Received: "
+                f"level_optimizers={level_optimizers!r}"
+            )
+        optimizers = [keras.optimizers.get(o) for o in level_optimizers]
+        seen = {id(self.optimizer)}
+        for level, optimizer in enumerate(optimizers, start=1):
+            if id(optimizer) in seen:
+                raise ValueError(
+                    f"The optimizer for level {level} is also used by "
+                    "another level. Each level needs its own optimizer "
+                    "instance (its state belongs to that level's weights): "
+                    "pass distinct instances in `level_optimizers`."
+                )
+            seen.add(id(optimizer))
+        return optimizers
+
+    @property
+    def _cycle_trackers(self):
+        return self._level_loss_trackers + self._step_size_trackers
+
+    @property
+    def metrics(self):
+        return super().metrics + self._cycle_trackers
+
+    def summary(self, *args, print_fn=None, **kwargs):
+        """Prints the fine network's summary, then the levels of the cycle.
+
+        Args:
+            *args: Passed to `keras.Model.summary`.
+            print_fn: As in `keras.Model.summary`; defaults to `print`.
+            **kwargs: Passed to `keras.Model.summary`.
+        """
+        super().summary(*args, print_fn=print_fn, **kwargs)
+        print_fn = print_fn or print
+        print_fn(self.levels_table())
+
+    def levels_table(self):
+        """Returns a text table of the levels: blocks, dt, parameters, cost."""
+        fine_params = _parameter_count(self.fine)
+        rows = [("level", "blocks per stage", "dt per stage", "params", "cost")]
+        for level in range(self.num_levels):
+            stages = self.hierarchy.stages(level)
+            params = _parameter_count(self.hierarchy.level(level))
+            rows.append(
+                (
+                    str(level),
+                    ", ".join(str(s.num_blocks) for s in stages),
+                    ", ".join(f"{s.dt:.4g}" for s in stages),
+                    f"{params:,}",
+                    f"{params / fine_params:.3f}",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [
+            f"MG/OPT {self.cycle}-cycle over {self.num_levels} level(s): "
+            f"pre_smoothing={self.pre_smoothing}, "
+            f"post_smoothing={self.post_smoothing}, "
+            f"coarse_steps={self.coarse_steps}, "
+            f"line_search={self.line_search}"
+        ]
+        for row in rows:
+            lines.append(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+            )
+        return "\n".join(lines)
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        cycle_logs = {tracker.name for tracker in self._cycle_trackers}
+        return {k: v for k, v in logs.items() if k not in cycle_logs}
+
+    def _level_loss(self, model, x, y, sample_weight):
+        y_pred = model(x, training=True)
+        losses = [self._compile_loss(y, y_pred, sample_weight)]
+        losses += [self._aggregate_additional_loss(l) for l in model.losses]
+        return tf.add_n(losses), y_pred
+
+    def _build_mgopt(self):
+        fine_params = _parameter_count(self.fine)
+        optimizers = [self.optimizer] + self.level_optimizers
+        levels = [
+            cycles.Level(
+                index,
+                model,
+                optimizer,
+                self._level_loss,
+                cost=_parameter_count(model) / fine_params,
+                reset_optimizer=(
+                    index > 0 and self.coarse_optimizer_state == "reset"
+                ),
+            )
+            for index, (model, optimizer) in enumerate(
+                zip(self.hierarchy.models, optimizers)
+            )
+        ]
+        return cycles.MGOPT(
+            self.hierarchy,
+            levels,
+            cycle=self.cycle,
+            pre_smoothing=self.pre_smoothing,
+            post_smoothing=self.post_smoothing,
+            coarse_steps=self.coarse_steps,
+            line_search=self.line_search,
+            max_backtracking=self.max_backtracking,
+        )
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        result = self._mgopt((x, y, sample_weight))
+        self._loss_tracker.update_state(
+            result.loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+        )
+        for tracker, value in zip(self._level_loss_trackers, result.level_losses):
+            tracker.update_state(value)
+        for tracker, value in zip(self._step_size_trackers, result.step_sizes):
+            tracker.update_state(value)
+        self.work.assign_add(result.work)
+        logs = self.compute_metrics(x, y, result.y_pred, sample_weight)
+        logs["work"] = self.work.value
+        return logs

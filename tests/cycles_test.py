@@ -1,0 +1,254 @@
+"""Tests of the MG/OPT cycle: coherence, globalization, structure, state."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from keras_mlres import cycles
+from keras_mlres.hierarchy import Hierarchy
+from keras_mlres.layers import ODEStack
+from keras_mlres.layers import ResidualODEBlock
+
+_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+_LOSS64 = keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True, dtype="float64"
+)
+
+
+class _CountForwardPasses(keras.layers.Layer):
+    """Identity layer counting how often it is traced (= forward passes)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def call(self, inputs):
+        self.calls += 1
+        return inputs
+
+
+def _fine_model(width=4, num_blocks=8, dtype=None, counter=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    layers = [
+        keras.Input((2,), dtype=dtype),
+        keras.layers.Dense(width, activation="tanh", dtype=dtype),
+    ]
+    if counter is not None:
+        layers.append(counter)
+    layers += [
+        ODEStack(
+            ResidualODEBlock(width, activation="tanh"),
+            num_blocks=num_blocks,
+            time_horizon=2.0,
+            dtype=dtype,
+        ),
+        keras.layers.Dense(3, dtype=dtype),
+    ]
+    return keras.Sequential(layers)
+
+
+def _loss_fn(model, x, y, sample_weight):
+    y_pred = model(x, training=True)
+    loss = _LOSS64 if y_pred.dtype == tf.float64 else _LOSS
+    return loss(y, y_pred, sample_weight), y_pred
+
+
+def _mgopt(fine, num_levels, optimizer=None, interpolation="constant", **kw):
+    hierarchy = Hierarchy(fine, num_levels, interpolation=interpolation)
+    optimizer = optimizer or (lambda: keras.optimizers.SGD(0.1))
+    levels = [
+        cycles.Level(index, model, optimizer(), _loss_fn)
+        for index, model in enumerate(hierarchy.models)
+    ]
+    return cycles.MGOPT(hierarchy, levels, **kw)
+
+
+def _batch(seed=0, n=32, dtype="float32"):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2)).astype(dtype)
+    y = rng.integers(0, 3, size=(n,)).astype("int32")
+    return tf.constant(x), tf.constant(y), None
+
+
+def _relative_error(actual, expected):
+    actual = np.concatenate([np.ravel(a) for a in actual])
+    expected = np.concatenate([np.ravel(e) for e in expected])
+    return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+
+
+class VectorOpsTest(tf.test.TestCase):
+    def test_inner_product_add_scaled_subtract(self):
+        xs = [tf.constant([1.0, 2.0]), tf.constant([[3.0]])]
+        ys = [tf.constant([4.0, 5.0]), tf.constant([[6.0]])]
+        self.assertAllClose(cycles.inner_product(xs, ys), 32.0)
+        self.assertAllClose(cycles.add_scaled(xs, 2.0, ys)[0], [9.0, 12.0])
+        self.assertAllClose(cycles.subtract(xs, ys)[1], [[-3.0]])
+
+
+class CoherenceTest(tf.test.TestCase, parameterized.TestCase):
+    """grad h_{l+1}(R x_l) == R_g grad h_l(x_l) (ALGORITHM.md 3, step 4)."""
+
+    @parameterized.named_parameters(
+        ("constant", "constant"), ("linear", "linear")
+    )
+    def test_coarse_gradient_at_restricted_point(self, interpolation):
+        fine = _fine_model(dtype="float64")
+        mgopt = _mgopt(fine, 3, interpolation=interpolation)
+        data = _batch(dtype="float64")
+        # Level 0 -> 1 with v_0 = 0, then level 1 -> 2 with the nonzero v_1.
+        v = None
+        for index in range(2):
+            level, coarse = mgopt.levels[index], mgopt.levels[index + 1]
+            current = mgopt.evaluate(level, data, v)
+            start, coarse_v = mgopt.restrict(index, data, current)
+            value, gradients, _ = coarse.value_and_gradient(data, coarse_v)
+            expected = mgopt.hierarchy.restrict_gradients(current.gradients)
+            self.assertLess(_relative_error(gradients, expected), 1e-5)
+            self.assertLess(_relative_error(start.gradients, expected), 1e-12)
+            self.assertAllClose(start.value, value, rtol=1e-12)
+            v = coarse_v
+
+    def test_first_coarse_step_equals_restricted_fine_gradient_step(self):
+        # The cycle reuses R_g grad h as the coarse step's gradient; plain SGD
+        # on the coarse corrected objective must move by the same amount.
+        fine = _fine_model(dtype="float64")
+        mgopt = _mgopt(fine, 2)
+        data = _batch(dtype="float64")
+        current = mgopt.evaluate(mgopt.levels[0], data, None)
+        _, v = mgopt.restrict(0, data, current)
+        coarse = mgopt.levels[1]
+        before = cycles.read_values(coarse.variables)
+        coarse.step(data, v)
+        moved = cycles.subtract(cycles.read_values(coarse.variables), before)
+        expected = [
+            -0.1 * g
+            for g in mgopt.hierarchy.restrict_gradients(current.gradients)
+        ]
+        self.assertLess(_relative_error(moved, expected), 1e-5)
+
+
+class LineSearchTest(tf.test.TestCase):
+    def _fine_loss_changes(self, line_search, starts=100):
+        fine = _fine_model()
+        mgopt = _mgopt(
+            fine,
+            3,
+            optimizer=lambda: keras.optimizers.SGD(3.0),
+            pre_smoothing=0,
+            post_smoothing=0,
+            coarse_steps=3,
+            line_search=line_search,
+        )
+        fine_level = mgopt.levels[0]
+
+        @tf.function
+        def cycle(data):
+            before = fine_level.value(data, None)
+            mgopt(data)
+            return before, fine_level.value(data, None)
+
+        rng = np.random.default_rng(1)
+        changes = []
+        for start in range(starts):
+            for variable in fine.trainable_variables:
+                variable.assign(rng.normal(size=variable.shape))
+            before, after = cycle(_batch(seed=start))
+            changes.append(float(after - before))
+        return np.array(changes)
+
+    def test_cycle_never_increases_fine_loss(self):
+        changes = self._fine_loss_changes(line_search=True)
+        self.assertLessEqual(changes.max(), 0.0)
+        self.assertLess(changes.min(), 0.0)  # it does make progress
+
+    def test_without_line_search_the_same_cycles_can_increase_the_loss(self):
+        # Shows that the check above is not vacuous.
+        self.assertGreater(self._fine_loss_changes(line_search=False).max(), 0)
+
+
+class CycleStructureTest(tf.test.TestCase, parameterized.TestCase):
+    """Counts forward passes traced into one cycle (no redundant work)."""
+
+    @parameterized.named_parameters(
+        # initial eval (reused by the first pre-smoothing step), coherence
+        # eval, coarse eval at R x (reused by the first coarse step), second
+        # coarse step, line-search value, post-smoothing step.
+        ("v2_line_search", "V", 2, 1, 1, 2, True, 6),
+        ("v2", "V", 2, 1, 1, 2, False, 5),
+        # Without pre-smoothing the initial eval serves coherence too.
+        ("v2_no_pre", "V", 2, 0, 1, 2, False, 4),
+        ("single_level", "V", 1, 1, 0, 2, True, 1),
+        ("single_level_two_steps", "V", 1, 1, 1, 2, True, 2),
+        # Level 1 is visited twice, level 2 four times (hand count: 3 at level
+        # 0 before recursing, 6 and 7 for the two level-1 visits, 1 post).
+        ("w3", "W", 3, 1, 1, 2, False, 17),
+        # F-cycle: level 1 runs an F-cycle (6) then a V-cycle (5).
+        ("f3", "F", 3, 1, 1, 2, False, 15),
+    )
+    def test_forward_pass_count(
+        self, cycle, levels, pre, post, coarse, line_search, expected
+    ):
+        counter = _CountForwardPasses()
+        mgopt = _mgopt(
+            _fine_model(counter=counter),
+            levels,
+            cycle=cycle,
+            pre_smoothing=pre,
+            post_smoothing=post,
+            coarse_steps=coarse,
+            line_search=line_search,
+        )
+        counter.calls = 0
+        tf.function(lambda data: mgopt(data).loss).get_concrete_function(
+            _batch()
+        )
+        self.assertEqual(counter.calls, expected)
+
+    def test_work_counts_coarse_gradients_at_their_cost(self):
+        mgopt = _mgopt(_fine_model(), 2, line_search=False)
+        mgopt.levels[1].cost = 0.5
+        result = mgopt(_batch())
+        # 3 fine gradient evaluations, 2 coarse ones at half the cost.
+        self.assertAllClose(result.work, 3 + 2 * 0.5)
+
+    def test_cycle_reports_losses_and_step_sizes(self):
+        mgopt = _mgopt(_fine_model(), 3)
+        result = mgopt(_batch())
+        self.assertLen(result.level_losses, 2)
+        self.assertLen(result.step_sizes, 2)
+        for alpha in result.step_sizes:
+            self.assertBetween(float(alpha), 0.0, 1.0)
+        self.assertEqual(result.y_pred.shape, (32, 3))
+
+
+class OptimizerStateTest(tf.test.TestCase):
+    def test_reset_zeroes_slots_and_iterations_but_not_learning_rate(self):
+        model = _fine_model()
+        optimizer = keras.optimizers.Adam(0.01)
+        level = cycles.Level(1, model, optimizer, _loss_fn, reset_optimizer=True)
+        level.step(_batch(), None)
+        self.assertEqual(int(optimizer.iterations), 1)
+        level.reset_optimizer_state()
+        self.assertEqual(int(optimizer.iterations), 0)
+        for variable in optimizer.variables:
+            if variable is not optimizer.iterations and variable.shape.rank:
+                self.assertAllEqual(variable, tf.zeros_like(variable))
+        self.assertAllClose(optimizer.learning_rate, 0.01)
+
+    def test_keep_leaves_state_alone(self):
+        optimizer = keras.optimizers.Adam(0.01)
+        level = cycles.Level(1, _fine_model(), optimizer, _loss_fn)
+        level.step(_batch(), None)
+        level.reset_optimizer_state()
+        self.assertEqual(int(optimizer.iterations), 1)
+
+    def test_optimizer_built_on_other_variables_is_rejected(self):
+        optimizer = keras.optimizers.SGD()
+        optimizer.build(_fine_model(seed=1).trainable_variables)
+        with self.assertRaisesRegex(ValueError, "already built on other"):
+            cycles.Level(1, _fine_model(), optimizer, _loss_fn)
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -1,0 +1,281 @@
+"""Tests of MultilevelModel: fit as a drop-in, equivalences, logs, errors."""
+
+import io
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+import keras_mlres as mlres
+
+_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _fine(num_blocks=8, width=8, seed=0):
+    keras.utils.set_random_seed(seed)
+    return mlres.models.dense_ode_resnet(
+        (2,), 3, width=width, num_blocks=num_blocks, time_horizon=2.0
+    )
+
+
+def _spiral(n, seed, arms=3, turns=1.5, noise=0.05):
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, arms, n)
+    radius = rng.uniform(0.1, 1.0, n)
+    angle = (
+        2 * np.pi * turns * radius
+        + 2 * np.pi * label / arms
+        + rng.normal(0.0, noise, n)
+    )
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    return x.astype("float32"), label.astype("int32")
+
+
+def _dataset(n=256, seed=0, batch_size=32):
+    x, y = _spiral(n, seed)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(
+        batch_size, drop_remainder=True
+    )
+
+
+def _compiled(model, optimizer=None, jit_compile=False, **compile_kwargs):
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(1e-2),
+        loss=_LOSS,
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+        **compile_kwargs,
+    )
+    return model
+
+
+class SingleLevelEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
+    """With one level and one smoothing step, MG/OPT is plain training."""
+
+    @parameterized.named_parameters(
+        ("sgd_momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9), False),
+        ("adam", lambda: keras.optimizers.Adam(1e-2), False),
+        ("adam_xla", lambda: keras.optimizers.Adam(1e-2), True),
+    )
+    def test_weights_match_plain_fit(self, make_optimizer, jit_compile):
+        data = _dataset()
+        plain = _compiled(_fine(), make_optimizer(), jit_compile)
+        plain.fit(data, epochs=2, verbose=0)
+
+        multilevel = mlres.MultilevelModel(
+            _fine(), num_levels=1, pre_smoothing=1, post_smoothing=0
+        )
+        _compiled(multilevel, make_optimizer(), jit_compile)
+        multilevel.fit(data, epochs=2, verbose=0)
+
+        self.assertEqual(int(multilevel.optimizer.iterations), 16)
+        for expected, actual in zip(
+            plain.trainable_variables, multilevel.fine.trainable_variables
+        ):
+            self.assertAllClose(expected, actual, rtol=1e-5, atol=1e-6)
+
+
+class FitTest(tf.test.TestCase, parameterized.TestCase):
+    def test_three_levels_reach_accuracy_on_spiral(self):
+        keras.utils.set_random_seed(1)
+        x, y = _spiral(4000, seed=0)
+        x_val, y_val = _spiral(1000, seed=1)
+        train = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(4000, seed=0)
+            .batch(50, drop_remainder=True)
+        )
+        fine = mlres.models.dense_ode_resnet(
+            (2,), 3, width=16, num_blocks=32, time_horizon=4.0
+        )
+        model = mlres.MultilevelModel(fine, num_levels=3, cycle="V")
+        _compiled(model, jit_compile=True)
+        history = model.fit(
+            train,
+            epochs=10,  # the stated epoch budget
+            validation_data=(x_val, y_val),
+            callbacks=[
+                keras.callbacks.EarlyStopping(
+                    monitor="val_accuracy", baseline=None, patience=10
+                )
+            ],
+            verbose=0,
+        )
+        self.assertGreaterEqual(max(history.history["val_accuracy"]), 0.95)
+
+    def test_history_has_cycle_logs_and_callbacks_work(self):
+        tmp = self.get_temp_dir()
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=3))
+        checkpoint = os.path.join(tmp, "best.keras")
+        history = model.fit(
+            _dataset(),
+            epochs=3,
+            validation_data=_dataset(seed=1),
+            callbacks=[
+                keras.callbacks.EarlyStopping(patience=3),
+                keras.callbacks.ModelCheckpoint(checkpoint),
+                keras.callbacks.TensorBoard(os.path.join(tmp, "logs")),
+                keras.callbacks.BackupAndRestore(os.path.join(tmp, "backup")),
+            ],
+            verbose=1,
+        )
+        logs = history.history
+        for key in (
+            "loss", "accuracy", "level_1_loss", "level_2_loss", "alpha",
+            "level_1_alpha", "work", "val_loss", "val_accuracy",
+        ):
+            self.assertLen(logs[key], 3, msg=key)
+        self.assertNotIn("val_alpha", logs)
+        self.assertNotIn("val_level_1_loss", logs)
+        for alpha in logs["alpha"]:
+            self.assertBetween(alpha, 0.0, 1.0)
+        self.assertLess(logs["work"][0], logs["work"][1])
+        self.assertTrue(os.path.exists(checkpoint))
+        self.assertNotEmpty(os.listdir(os.path.join(tmp, "logs")))
+        reloaded = keras.models.load_model(checkpoint, compile=False)
+        x = _spiral(8, seed=3)[0]
+        self.assertAllClose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+    def test_backup_and_restore_resumes_interrupted_fit(self):
+        backup = os.path.join(self.get_temp_dir(), "backup")
+
+        class InterruptAtEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise RuntimeError("interrupted")
+
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        with self.assertRaisesRegex(RuntimeError, "interrupted"):
+            model.fit(
+                _dataset(),
+                epochs=4,
+                callbacks=[
+                    keras.callbacks.BackupAndRestore(backup),
+                    InterruptAtEpoch(),
+                ],
+                verbose=0,
+            )
+        history = model.fit(
+            _dataset(),
+            epochs=4,
+            callbacks=[keras.callbacks.BackupAndRestore(backup)],
+            verbose=0,
+        )
+        self.assertLen(history.history["loss"], 2)  # epochs 3 and 4 only
+
+    @parameterized.named_parameters(("v", "V"), ("w", "W"), ("f", "F"))
+    def test_cycles_lower_the_loss(self, cycle):
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), num_levels=3, cycle=cycle)
+        )
+        history = model.fit(_dataset(), epochs=4, verbose=0)
+        self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+
+    @parameterized.named_parameters(("keep", "keep"), ("reset", "reset"))
+    def test_per_level_optimizers(self, state):
+        model = mlres.MultilevelModel(
+            _fine(), num_levels=3, coarse_optimizer_state=state
+        )
+        coarse = [
+            keras.optimizers.SGD(0.1, momentum=0.9),
+            keras.optimizers.SGD(0.2, momentum=0.9),
+        ]
+        _compiled(model, level_optimizers=coarse)
+        self.assertIs(model.level_optimizers[0], coarse[0])
+        history = model.fit(_dataset(), epochs=3, verbose=0)
+        self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+        # Built eagerly on each level's own variables, before training.
+        self.assertLen(
+            coarse[1]._trainable_variables,
+            len(model.hierarchy.trainable_variables(2)),
+        )
+
+    def test_optimizer_iterations_count_fine_smoothing_steps(self):
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(), num_levels=2, pre_smoothing=1, post_smoothing=2
+            )
+        )
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertEqual(int(model.optimizer.iterations), 8 * 3)
+
+    def test_evaluate_and_predict_use_the_fine_network(self):
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=3))
+        x, y = _spiral(64, seed=2)
+        self.assertAllClose(model.predict(x, verbose=0), model.fine(x))
+        loss, _ = model.evaluate(x, y, verbose=0)
+        self.assertAllClose(loss, _LOSS(y, model.fine(x)), rtol=1e-5)
+
+    def test_xla_matches_no_xla(self):
+        weights = []
+        for jit_compile in (False, True):
+            model = _compiled(
+                mlres.MultilevelModel(_fine(), num_levels=3, cycle="W"),
+                jit_compile=jit_compile,
+            )
+            model.fit(_dataset().take(3), epochs=1, verbose=0)
+            weights.append([v.numpy() for v in model.fine.trainable_variables])
+        for eager, compiled in zip(*weights):
+            self.assertAllClose(eager, compiled, atol=1e-4, rtol=1e-4)
+
+    def test_summary_shows_levels(self):
+        model = _compiled(mlres.MultilevelModel(_fine(num_blocks=16), 3))
+        out = io.StringIO()
+        model.summary(print_fn=lambda line, **kw: out.write(line + "\n"))
+        text = out.getvalue()
+        self.assertIn("V-cycle over 3 level(s)", text)
+        for blocks, dt in (("16", "0.125"), ("8", "0.25"), ("4", "0.5")):
+            self.assertRegex(text, rf"\n\d\s+{blocks}\s+{dt}\s")
+
+    def test_config_round_trip(self):
+        model = mlres.MultilevelModel(
+            _fine(), num_levels=2, cycle="W", coarse_steps=3, line_search=False
+        )
+        config = keras.saving.serialize_keras_object(model)
+        restored = keras.saving.deserialize_keras_object(config)
+        self.assertIsInstance(restored, mlres.MultilevelModel)
+        self.assertEqual(restored.get_config(), model.get_config())
+
+
+class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("too_many_levels", dict(num_levels=5), "num_levels <= 4"),
+        ("zero_levels", dict(num_levels=0), "num_levels"),
+        ("negative_pre", dict(pre_smoothing=-1), "pre_smoothing"),
+        ("negative_post", dict(post_smoothing=-2), "post_smoothing"),
+        ("negative_coarse", dict(coarse_steps=-1), "coarse_steps"),
+        ("unknown_cycle", dict(cycle="X"), "cycle='X'.*'V', 'W', 'F'"),
+        ("unknown_state", dict(coarse_optimizer_state="zero"), "'keep', 'reset'"),
+        (
+            "single_level_without_steps",
+            dict(num_levels=1, pre_smoothing=0, post_smoothing=0),
+            "pre_smoothing",
+        ),
+    )
+    def test_constructor_rejects(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            mlres.MultilevelModel(_fine(), **kwargs)
+
+    def test_level_optimizers_of_wrong_length(self):
+        model = mlres.MultilevelModel(_fine(), num_levels=3)
+        with self.assertRaisesRegex(ValueError, "level_optimizers.*2"):
+            _compiled(model, level_optimizers=[keras.optimizers.SGD()])
+
+    def test_optimizer_shared_between_levels(self):
+        model = mlres.MultilevelModel(_fine(), num_levels=3)
+        shared = keras.optimizers.SGD()
+        with self.assertRaisesRegex(ValueError, "own optimizer instance"):
+            _compiled(model, level_optimizers=[shared, shared])
+        fine_optimizer = keras.optimizers.Adam()
+        with self.assertRaisesRegex(ValueError, "own optimizer instance"):
+            _compiled(
+                model,
+                optimizer=fine_optimizer,
+                level_optimizers=[fine_optimizer, keras.optimizers.SGD()],
+            )
+
+
+if __name__ == "__main__":
+    tf.test.main()
