@@ -19,8 +19,8 @@ One cycle on level l (ALGORITHM.md section 3):
    on h_l that rejects (alpha = 0) a correction that does not decrease h_l;
 7. smooth: `post_smoothing` steps on h_l.
 
-With a single level the "cycle" is `pre_smoothing + post_smoothing` plain
-optimizer steps.
+With a single level (or `cycle="none"`) the "cycle" is
+`pre_smoothing + post_smoothing` plain optimizer steps.
 
 Gradients are restricted by `R_g = P^T` and weights by the hierarchy's `R`
 (average by default). The coarse problem's first smoothing step at
@@ -39,7 +39,7 @@ from typing import List, Optional
 
 import tensorflow as tf
 
-CYCLES = ("V", "W", "F")
+CYCLES = ("V", "W", "F", "none")
 OPTIMIZER_STATES = ("keep", "reset")
 
 # Armijo sufficient-decrease constant of the line search.
@@ -201,9 +201,10 @@ class CycleResult:
         loss: The fine training loss f_0 at the start of the cycle.
         y_pred: The fine network's predictions at the start of the cycle.
         level_losses: For each coarse level l >= 1, f_l at its restricted
-            starting point x_l^0 of its first visit.
+            starting point x_l^0 of its first visit (None if not visited).
         step_sizes: For each level with a coarser one (0 .. L-2), the
-            coarse-correction step alpha of its last visit.
+            coarse-correction step alpha of its last visit (None if the
+            cycle made no coarse correction on that level).
         work: Fine-gradient equivalents spent by the cycle (modelled).
     """
 
@@ -220,7 +221,8 @@ class MGOPT:
     Args:
         hierarchy: The `keras_mlres.Hierarchy` of networks.
         levels: One `Level` per hierarchy level, finest first.
-        cycle: `"V"`, `"W"` or `"F"`.
+        cycle: `"V"`, `"W"`, `"F"`, or `"none"` (no coarse correction: the
+            top level takes `pre_smoothing + post_smoothing` plain steps).
         pre_smoothing: Optimizer steps on h_l before the coarse correction.
         post_smoothing: Optimizer steps on h_l after the coarse correction.
         coarse_steps: Optimizer steps on the coarsest level.
@@ -256,28 +258,33 @@ class MGOPT:
         """Resets what a cycle reports: work, level losses, step sizes."""
         self._work = tf.constant(0.0)
         self._level_losses = [None] * self.num_levels
-        self._step_sizes = [tf.constant(0.0)] * max(self.num_levels - 1, 0)
+        self._step_sizes = [None] * max(self.num_levels - 1, 0)
 
     @property
     def num_levels(self):
         return len(self.levels)
 
-    def __call__(self, data):
+    def __call__(self, data, top=0):
         """Runs one cycle on the batch `data = (x, y, sample_weight)`.
 
+        Args:
+            data: The batch.
+            top: The level the cycle starts on (0, the finest, except during
+                nested iteration). Its objective is uncorrected (v = 0).
+
         Returns:
-            A `CycleResult`.
+            A `CycleResult`; `loss` and `y_pred` are those of level `top`.
         """
         self._start_tally()
-        fine = self.levels[0]
-        value, gradients, y_pred = fine.value_and_gradient(data, None)
-        self._count(fine)
+        level = self.levels[top]
+        value, gradients, y_pred = level.value_and_gradient(data, None)
+        self._count(level)
         start = Evaluation(value, gradients)
-        if self.num_levels == 1:
-            self.smooth(fine, data, None, self.pre_smoothing + self.post_smoothing,
-                        start)
+        if top == self.num_levels - 1 or self.cycle == "none":
+            steps = self.pre_smoothing + self.post_smoothing
+            self.smooth(level, data, None, steps, start)
         else:
-            self.run_cycle(0, data, None, start, self.cycle)
+            self.run_cycle(top, data, None, start, self.cycle)
         return CycleResult(
             loss=value,
             y_pred=y_pred,

@@ -52,7 +52,10 @@ class MultilevelModel(keras.Model):
         model: A built Sequential or functional `keras.Model` with
             `ODEStack` layers: the fine network (level 0).
         num_levels: Number of levels L >= 1.
-        cycle: `"V"`, `"W"` or `"F"`.
+        cycle: `"V"`, `"W"`, `"F"`, or `"none"` (no coarse correction: each
+            batch takes `pre_smoothing + post_smoothing` plain optimizer
+            steps on the active level; with `nested_iteration` the hierarchy
+            then only provides warm starts).
         pre_smoothing: Optimizer steps before the coarse correction.
         post_smoothing: Optimizer steps after the coarse correction.
         coarse_steps: Optimizer steps on the coarsest level.
@@ -68,6 +71,18 @@ class MultilevelModel(keras.Model):
         interpolation: Prolongation in time, `"constant"` or `"linear"`.
         restriction: Weight restriction, `"average"`, `"injection"` or
             `"full_weighting"`.
+        nested_iteration: If True, `fit` starts on the coarsest level and
+            moves one level finer whenever the monitored loss (`val_loss` if
+            there is validation data, else `loss`) has not improved for
+            `level_patience` epochs or the level has trained
+            `max_level_epochs` epochs; each move prolongates the weights as
+            the finer level's initial guess (full multigrid's nested
+            iteration). On the active level each batch runs the cycle from
+            that level down. The fine network always holds the prolongated
+            weights of the active level, so validation, checkpoints and
+            `predict` see the fine network.
+        level_patience: Epochs without improvement before moving finer.
+        max_level_epochs: Optional limit of epochs per coarse level.
         **kwargs: Base `keras.Model` keyword arguments (`name`, ...).
 
     Example:
@@ -96,6 +111,9 @@ class MultilevelModel(keras.Model):
         coarsening_factor=2,
         interpolation="constant",
         restriction="average",
+        nested_iteration=False,
+        level_patience=1,
+        max_level_epochs=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,6 +124,9 @@ class MultilevelModel(keras.Model):
         _check_count("post_smoothing", post_smoothing)
         _check_count("coarse_steps", coarse_steps)
         _check_count("max_backtracking", max_backtracking, minimum=1)
+        _check_count("level_patience", level_patience, minimum=1)
+        if max_level_epochs is not None:
+            _check_count("max_level_epochs", max_level_epochs, minimum=1)
         _check_choice(
             "coarse_optimizer_state",
             coarse_optimizer_state,
@@ -133,6 +154,10 @@ class MultilevelModel(keras.Model):
         self.line_search = bool(line_search)
         self.max_backtracking = max_backtracking
         self.coarse_optimizer_state = coarse_optimizer_state
+        self.nested_iteration = bool(nested_iteration)
+        self.level_patience = level_patience
+        self.max_level_epochs = max_level_epochs
+        self.active_level = num_levels - 1 if self.nested_iteration else 0
         self.level_optimizers = None
         self._mgopt = None
         self._level_loss_trackers = [
@@ -164,6 +189,9 @@ class MultilevelModel(keras.Model):
                 "coarsening_factor": self.hierarchy.coarsening_factor,
                 "interpolation": self.hierarchy.interpolation,
                 "restriction": self.hierarchy.restriction,
+                "nested_iteration": self.nested_iteration,
+                "level_patience": self.level_patience,
+                "max_level_epochs": self.max_level_epochs,
             }
         )
         return config
@@ -309,15 +337,79 @@ class MultilevelModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        result = self._mgopt((x, y, sample_weight))
+        result = self._mgopt((x, y, sample_weight), top=self.active_level)
         self._loss_tracker.update_state(
             result.loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
         )
-        for tracker, value in zip(self._level_loss_trackers, result.level_losses):
-            tracker.update_state(value)
-        for tracker, value in zip(self._step_size_trackers, result.step_sizes):
-            tracker.update_state(value)
+        for trackers, values in (
+            (self._level_loss_trackers, result.level_losses),
+            (self._step_size_trackers, result.step_sizes),
+        ):
+            for tracker, value in zip(trackers, values):
+                if value is not None:
+                    tracker.update_state(value)
         self.work.assign_add(result.work)
         logs = self.compute_metrics(x, y, result.y_pred, sample_weight)
         logs["work"] = self.work.value
+        logs["level"] = tf.constant(self.active_level)
         return logs
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """Trains the model, as `keras.Model.fit`.
+
+        With `nested_iteration=True` the first `fit` trains the levels from
+        the coarsest up (see the class docstring); the `level` log says which
+        level each epoch trained.
+        """
+        if self.active_level > 0:
+            callbacks = [_NestedIteration(self)] + list(callbacks or [])
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def sync_fine_weights(self):
+        """Prolongates the active level's weights up to the fine network."""
+        for level in range(self.active_level, 0, -1):
+            self.hierarchy.prolongate(level)
+
+    def move_finer(self):
+        """Makes the next finer level the active one (nested iteration)."""
+        self.sync_fine_weights()
+        self.active_level -= 1
+        self.make_train_function(force=True)
+
+
+class _NestedIteration(keras.callbacks.Callback):
+    """Moves `fit` from the coarsest level up, keeping the fine net in sync."""
+
+    def __init__(self, model):
+        super().__init__()
+        self._multilevel = model
+        self._best = float("inf")
+        self._epochs_on_level = 0
+        self._epochs_without_improvement = 0
+
+    def on_test_begin(self, logs=None):
+        self._multilevel.sync_fine_weights()
+
+    def on_train_end(self, logs=None):
+        self._multilevel.sync_fine_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self._multilevel
+        if model.active_level == 0:
+            return
+        model.sync_fine_weights()
+        logs = logs or {}
+        monitored = logs.get("val_loss", logs.get("loss", float("inf")))
+        self._epochs_on_level += 1
+        if monitored < self._best:
+            self._best = monitored
+            self._epochs_without_improvement = 0
+        else:
+            self._epochs_without_improvement += 1
+        if self._epochs_without_improvement >= model.level_patience or (
+            model.max_level_epochs is not None
+            and self._epochs_on_level >= model.max_level_epochs
+        ):
+            model.move_finer()
+            self._epochs_on_level = 0
+            self._epochs_without_improvement = 0

@@ -205,6 +205,38 @@ class CycleStructureTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertEqual(counter.calls, expected)
 
+    @parameterized.named_parameters(
+        # From level 1 of 3, a V-cycle is the two-level cycle of v2_line_search.
+        ("v_from_level_1", "V", 1, 6),
+        # On the coarsest level: pre + post plain steps, the first reusing the
+        # initial evaluation.
+        ("coarsest", "V", 2, 2),
+        ("none", "none", 0, 2),
+    )
+    def test_forward_pass_count_from_top_level(self, cycle, top, expected):
+        counter = _CountForwardPasses()
+        mgopt = _mgopt(_fine_model(counter=counter), 3, cycle=cycle)
+        counter.calls = 0
+        tf.function(lambda data: mgopt(data, top=top).loss).get_concrete_function(
+            _batch()
+        )
+        self.assertEqual(counter.calls, expected)
+
+    def test_cycle_from_coarse_level_leaves_finer_levels_alone(self):
+        mgopt = _mgopt(_fine_model(), 3)
+        fine_before = cycles.read_values(mgopt.levels[0].variables)
+        stage_before = cycles.read_values(mgopt.levels[1].variables)
+        result = mgopt(_batch(), top=1)
+        self.assertIsNone(result.level_losses[0])
+        self.assertIsNone(result.step_sizes[0])
+        self.assertIsNotNone(result.step_sizes[1])
+        for is_stage, before, after in zip(
+            mgopt.hierarchy.stage_mask, fine_before, mgopt.levels[0].variables
+        ):
+            if is_stage:  # shared weights are trained on every level
+                self.assertAllEqual(before, after)
+        self.assertNotAllClose(stage_before[2], mgopt.levels[1].variables[2])
+
     def test_work_counts_coarse_gradients_at_their_cost(self):
         mgopt = _mgopt(_fine_model(), 2, line_search=False)
         mgopt.levels[1].cost = 0.5

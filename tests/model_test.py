@@ -239,6 +239,54 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(restored.get_config(), model.get_config())
 
 
+class NestedIterationTest(tf.test.TestCase):
+    def test_levels_move_finer_and_fine_network_holds_prolongated_weights(self):
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(), num_levels=3, nested_iteration=True, max_level_epochs=1
+            )
+        )
+        self.assertEqual(model.active_level, 2)
+        history = model.fit(
+            _dataset(), epochs=4, validation_data=_dataset(seed=1), verbose=0
+        )
+        self.assertEqual(history.history["level"], [2, 1, 0, 0])
+        self.assertEqual(model.active_level, 0)
+        self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+
+    def test_validation_and_predict_see_the_prolongated_fine_network(self):
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), num_levels=3, nested_iteration=True)
+        )
+        validation = _dataset(seed=1)
+        history = model.fit(
+            _dataset(), epochs=1, validation_data=validation, verbose=0
+        )
+        self.assertEqual(model.active_level, 2)  # still on the coarsest
+        stage = model.hierarchy.stages(2)[0]
+        fine_stage = model.hierarchy.stages(0)[0]
+        for name, weight in stage.stacked_weights.items():
+            self.assertAllClose(
+                fine_stage.stacked_weights[name],
+                mlres.transfer.prolongate(weight, 4),
+            )
+        loss, _ = model.evaluate(validation, verbose=0)
+        self.assertAllClose(loss, history.history["val_loss"][0], rtol=1e-5)
+        x = _spiral(16, seed=4)[0]
+        self.assertAllClose(model.predict(x, verbose=0), model.fine(x))
+
+    def test_patience_moves_on_when_the_loss_stops_improving(self):
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(), num_levels=2, nested_iteration=True, level_patience=1
+            ),
+            optimizer=keras.optimizers.SGD(0.0),  # nothing improves
+        )
+        history = model.fit(_dataset(), epochs=3, verbose=0)
+        # Epoch 1 sets the best loss, epoch 2 fails to improve on it.
+        self.assertEqual(history.history["level"], [1, 1, 0])
+
+
 class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
         ("too_many_levels", dict(num_levels=5), "num_levels <= 4"),
@@ -246,7 +294,9 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
         ("negative_pre", dict(pre_smoothing=-1), "pre_smoothing"),
         ("negative_post", dict(post_smoothing=-2), "post_smoothing"),
         ("negative_coarse", dict(coarse_steps=-1), "coarse_steps"),
-        ("unknown_cycle", dict(cycle="X"), "cycle='X'.*'V', 'W', 'F'"),
+        ("unknown_cycle", dict(cycle="X"), "cycle='X'.*'V', 'W', 'F', 'none'"),
+        ("zero_patience", dict(level_patience=0), "level_patience"),
+        ("zero_level_epochs", dict(max_level_epochs=0), "max_level_epochs"),
         ("unknown_state", dict(coarse_optimizer_state="zero"), "'keep', 'reset'"),
         (
             "single_level_without_steps",
