@@ -4,6 +4,8 @@ import keras
 from keras.src.models.functional import Functional
 
 from keras_mlres import transfer
+from keras_mlres._checks import check_choice
+from keras_mlres._checks import check_count
 from keras_mlres.layers.ode_stack import ODEStack
 
 
@@ -98,21 +100,12 @@ class Hierarchy:
     def _check_arguments(
         model, num_levels, coarsening_factor, interpolation, restriction
     ):
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int):
-            raise ValueError(
-                "`num_levels` must be an integer >= 1. "
-                f"Received: num_levels={num_levels!r}"
-            )
-        if num_levels < 1:
-            raise ValueError(
-                "`num_levels` must be an integer >= 1 (1 means single-level "
-                f"training). Received: num_levels={num_levels}"
-            )
-        transfer._check_factor(coarsening_factor)
-        transfer._check_choice(
-            "interpolation", interpolation, transfer.INTERPOLATIONS
+        check_count(
+            "num_levels", num_levels, minimum=1, hint="1 means single-level"
         )
-        transfer._check_choice("restriction", restriction, transfer.RESTRICTIONS)
+        transfer._check_factor(coarsening_factor)
+        check_choice("interpolation", interpolation, transfer.INTERPOLATIONS)
+        check_choice("restriction", restriction, transfer.RESTRICTIONS)
         if not isinstance(model, (keras.Sequential, Functional)):
             raise ValueError(
                 "Hierarchy needs a Sequential or functional keras.Model; "

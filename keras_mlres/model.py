@@ -5,23 +5,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlres import cycles
+from keras_mlres._checks import check_choice
+from keras_mlres._checks import check_count
 from keras_mlres.hierarchy import Hierarchy
-
-
-def _check_count(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"Unknown {name}={value!r}. Allowed values: "
-            + ", ".join(repr(a) for a in allowed)
-            + "."
-        )
 
 
 def _parameter_count(model):
@@ -119,15 +105,15 @@ class MultilevelModel(keras.Model):
         super().__init__(**kwargs)
         if isinstance(model, dict):
             model = keras.saving.deserialize_keras_object(model)
-        _check_choice("cycle", cycle, cycles.CYCLES)
-        _check_count("pre_smoothing", pre_smoothing)
-        _check_count("post_smoothing", post_smoothing)
-        _check_count("coarse_steps", coarse_steps)
-        _check_count("max_backtracking", max_backtracking, minimum=1)
-        _check_count("level_patience", level_patience, minimum=1)
+        check_choice("cycle", cycle, cycles.CYCLES)
+        check_count("pre_smoothing", pre_smoothing)
+        check_count("post_smoothing", post_smoothing)
+        check_count("coarse_steps", coarse_steps)
+        check_count("max_backtracking", max_backtracking, minimum=1)
+        check_count("level_patience", level_patience, minimum=1)
         if max_level_epochs is not None:
-            _check_count("max_level_epochs", max_level_epochs, minimum=1)
-        _check_choice(
+            check_count("max_level_epochs", max_level_epochs, minimum=1)
+        check_choice(
             "coarse_optimizer_state",
             coarse_optimizer_state,
             cycles.OPTIMIZER_STATES,

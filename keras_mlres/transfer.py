@@ -24,6 +24,8 @@ dense matrices, for analysis and tests.
 import numpy as np
 import tensorflow as tf
 
+from keras_mlres._checks import check_choice
+
 INTERPOLATIONS = ("constant", "linear")
 RESTRICTIONS = ("average", "injection", "full_weighting")
 
@@ -33,15 +35,6 @@ def _check_factor(factor):
         raise ValueError(
             "The coarsening factor must be an integer >= 2. "
             f"Received: factor={factor!r}"
-        )
-
-
-def _check_choice(argument, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"Unknown {argument}={value!r}. Allowed values: "
-            + ", ".join(repr(name) for name in allowed)
-            + "."
         )
 
 
@@ -68,7 +61,7 @@ def prolongation_matrix(num_coarse_blocks, factor=2, interpolation="constant"):
         A float64 numpy array.
     """
     _check_factor(factor)
-    _check_choice("interpolation", interpolation, INTERPOLATIONS)
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
     num_fine_blocks = num_coarse_blocks * factor
     matrix = np.zeros((num_fine_blocks, num_coarse_blocks))
     for fine in range(num_fine_blocks):
@@ -96,7 +89,7 @@ def restriction_matrix(num_fine_blocks, factor=2, method="average"):
         A float64 numpy array whose rows sum to one.
     """
     num_coarse_blocks = _num_coarse_blocks(num_fine_blocks, factor)
-    _check_choice("restriction", method, RESTRICTIONS)
+    check_choice("restriction", method, RESTRICTIONS)
     matrix = np.zeros((num_coarse_blocks, num_fine_blocks))
     for coarse in range(num_coarse_blocks):
         first = coarse * factor
@@ -145,7 +138,7 @@ def prolongate(coarse, factor=2, interpolation="constant"):
     <tf.Tensor: shape=(4,), dtype=float32, numpy=array([1., 1., 3., 3.]...)>
     """
     _check_factor(factor)
-    _check_choice("interpolation", interpolation, INTERPOLATIONS)
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
     coarse = tf.convert_to_tensor(coarse)
     if interpolation == "constant":
         return tf.repeat(coarse, factor, axis=0)
@@ -172,7 +165,7 @@ def restrict(fine, factor=2, method="average"):
     Raises:
         ValueError: If c does not divide K_h or the method is unknown.
     """
-    _check_choice("restriction", method, RESTRICTIONS)
+    check_choice("restriction", method, RESTRICTIONS)
     if method == "average":
         return tf.reduce_mean(_blocks_by_coarse_block(fine, factor), axis=1)
     if method == "injection":
@@ -198,7 +191,7 @@ def restrict_gradient(fine_gradient, factor=2, interpolation="constant"):
     Returns:
         A `(K_h / c, ...)` tensor.
     """
-    _check_choice("interpolation", interpolation, INTERPOLATIONS)
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
     if interpolation == "constant":
         return tf.reduce_sum(
             _blocks_by_coarse_block(fine_gradient, factor), axis=1
