@@ -39,9 +39,10 @@ import keras  # noqa: E402
 import keras_mlres as mlres  # noqa: E402
 from keras_mlres import reporting  # noqa: E402
 from keras_mlres.callbacks import WallClock  # noqa: E402
+from keras_mlres.train import BASELINE_SCHEME  # noqa: E402
 from keras_mlres.train import DEFAULT_SCHEME  # noqa: E402
+from keras_mlres.train import OPTIMIZERS  # noqa: E402
 
-SINGLE_LEVEL = dict(num_levels=1, pre_smoothing=1, post_smoothing=0)
 LEARNING_RATES = {"sgd": (0.03, 0.1, 0.3), "adam": (3e-3, 1e-2, 3e-2)}
 ABLATION = {
     "one V-cycle per batch, 2 levels": dict(
@@ -95,13 +96,6 @@ class Run:
         return max(self.history["val_accuracy"])
 
 
-def make_optimizer(name, learning_rate):
-    """Returns the optimizer of the sweep."""
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)
-    return keras.optimizers.Adam(learning_rate)
-
-
 def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
           blocks):
     """Trains one configuration and returns its `Run`."""
@@ -116,7 +110,7 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     )
     model = mlres.MultilevelModel(fine, **scheme)
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
+        optimizer=OPTIMIZERS[optimizer](learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=True,
@@ -139,24 +133,42 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     return run
 
 
-def sweep(task, data, method, scheme, args, blocks, configurations=None):
-    """Runs each (optimizer, learning rate) configuration over the seeds.
+def sweep(task, data, methods, args, blocks):
+    """Runs each method's configurations over the seeds, interleaved.
 
     Args:
-        configurations: The (optimizer, learning rate) pairs; defaults to the
-            full sweep of both optimizers.
+        methods: Dict from method name to `(scheme, configurations)`, where
+            configurations lists (optimizer, learning rate) pairs or is None
+            for the full sweep of both optimizers.
+
+    Returns:
+        A dict from method name to its list of `Run`s. The runs of the
+        methods alternate, so that a change of load on the machine affects
+        them alike.
     """
-    if configurations is None:
-        configurations = [
-            (optimizer, lr)
-            for optimizer in args.optimizers
-            for lr in LEARNING_RATES[optimizer][: args.learning_rates]
-        ]
-    return [
-        train(task, data, method, scheme, optimizer, lr, seed, args, blocks)
-        for seed in range(args.seeds)
-        for optimizer, lr in configurations
+    full = [
+        (optimizer, lr)
+        for optimizer in args.optimizers
+        for lr in LEARNING_RATES[optimizer][: args.learning_rates]
     ]
+    jobs = {
+        method: [
+            (scheme, optimizer, lr, seed)
+            for seed in range(args.seeds)
+            for optimizer, lr in (configurations or full)
+        ]
+        for method, (scheme, configurations) in methods.items()
+    }
+    runs = {method: [] for method in methods}
+    for index in range(max(len(j) for j in jobs.values())):
+        for method, method_jobs in jobs.items():
+            if index < len(method_jobs):
+                scheme, optimizer, lr, seed = method_jobs[index]
+                runs[method].append(
+                    train(task, data, method, scheme, optimizer, lr, seed,
+                          args, blocks)
+                )
+    return runs
 
 
 def _median(values):
@@ -302,18 +314,16 @@ def main(argv=None):
 
     def compare_task(task, blocks, multilevel_scheme, method,
                      base_configurations=None, configurations=None):
+        methods = {method: (multilevel_scheme, configurations)}
         if (task, blocks) not in baselines:
-            baselines[task, blocks] = sweep(
-                task, data[task], "single level", SINGLE_LEVEL, args, blocks,
-                base_configurations,
-            )
-            all_runs.extend(baselines[task, blocks])
+            methods["single level"] = (BASELINE_SCHEME, base_configurations)
+        runs = sweep(task, data[task], methods, args, blocks)
+        baselines.setdefault((task, blocks), runs.get("single level"))
+        for method_runs in runs.values():
+            all_runs.extend(method_runs)
         base = baselines[task, blocks]
-        multi = sweep(task, data[task], method, multilevel_scheme, args,
-                      blocks, configurations)
-        all_runs.extend(multi)
         target = 0.98 * max(r.best_accuracy for r in base)
-        return compare(base, multi, target)
+        return compare(base, runs[method], target)
 
     print(f"Default scheme: {scheme}", flush=True)
     main_results = {}

@@ -6,6 +6,7 @@ shallower networks (K/2, K/4, ... blocks) that discretize the same ODE and
 trains the deep network with nonlinear multigrid (MG/OPT) cycles over depth.
 """
 
+from keras_mlres import callbacks
 from keras_mlres import cycles
 from keras_mlres import datasets
 from keras_mlres import layers

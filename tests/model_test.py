@@ -220,6 +220,36 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
         for eager, compiled in zip(*weights):
             self.assertAllClose(eager, compiled, atol=1e-4, rtol=1e-4)
 
+    def test_train_step_is_traced_once(self):
+        class CountTraces(keras.layers.Layer):
+            traces = 0
+
+            def call(self, inputs):
+                CountTraces.traces += 1
+                return inputs
+
+        keras.utils.set_random_seed(0)
+        fine = keras.Sequential([
+            keras.Input((2,)),
+            keras.layers.Dense(8, activation="tanh"),
+            CountTraces(),
+            mlres.layers.ODEStack(mlres.layers.ResidualODEBlock(8), 8, 2.0),
+            keras.layers.Dense(3),
+        ])
+        model = _compiled(
+            mlres.MultilevelModel(fine, num_levels=2), jit_compile=True
+        )
+
+        class RecordTraces(keras.callbacks.Callback):
+            seen = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                RecordTraces.seen.append(CountTraces.traces)
+
+        model.fit(_dataset(), epochs=3, callbacks=[RecordTraces()], verbose=0)
+        first, *later = RecordTraces.seen
+        self.assertEqual(later, [first, first])
+
     def test_summary_shows_levels(self):
         model = _compiled(mlres.MultilevelModel(_fine(num_blocks=16), 3))
         out = io.StringIO()

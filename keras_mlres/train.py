@@ -1,0 +1,373 @@
+"""Trains an ODE-ResNet multilevel and single-level; reports time to accuracy.
+
+Usage:
+
+  python -m keras_mlres.train [--dataset=peaks] [--epochs=N] [--nocompare]
+
+Builds `keras_mlres.models.dense_ode_resnet` for the data set and trains it
+with the multilevel scheme (`DEFAULT_SCHEME`; --levels, --cycle and
+--nested_iteration override it) and, with --compare (the default), trains
+the same network from the same initial weights with plain single-level
+training (one optimizer step per batch), with the same optimizer, data order
+and number of epochs. Then reports, for each method, the epochs, wall time
+and work (fine-gradient equivalents) to the first epoch whose validation
+accuracy reaches the target: --target, else 0.98 x the best single-level
+validation accuracy of the run (0.98 x the method's own best without
+--compare). Writes results.json, curves.png and TensorBoard logs into
+--output_dir and prints the summary table.
+"""
+
+import datetime
+import os
+
+import keras
+from absl import app
+from absl import flags
+from absl import logging
+
+from keras_mlres import callbacks
+from keras_mlres import cycles
+from keras_mlres import datasets
+from keras_mlres import models
+from keras_mlres import reporting
+from keras_mlres.model import MultilevelModel
+
+# The multilevel method's settings: `MultilevelModel` keyword arguments.
+# --levels, --cycle and --nested_iteration override their entries.
+DEFAULT_SCHEME = dict(
+    num_levels=3,
+    cycle="none",
+    nested_iteration=True,
+    pre_smoothing=1,
+    post_smoothing=0,
+    level_patience=1,
+)
+# The single-level baseline: one optimizer step per batch, i.e. plain `fit`.
+BASELINE_SCHEME = dict(num_levels=1, pre_smoothing=1, post_smoothing=0)
+MULTILEVEL = "multilevel"
+# Without --target, the target is this fraction of the best validation
+# accuracy of the reference run.
+TARGET_FRACTION = 0.98
+OPTIMIZERS = {
+    "adam": lambda learning_rate: keras.optimizers.Adam(learning_rate),
+    "sgd": lambda learning_rate: keras.optimizers.SGD(
+        learning_rate, momentum=0.9
+    ),
+}
+_MONITOR = "val_accuracy"
+
+_DATASET = flags.DEFINE_string(
+    "dataset",
+    "peaks",
+    "Data set: a local one (peaks, spiral, spiral/2, spiral/5, ellipses) or "
+    "a TFDS catalog data set with vector features, prepared in --data_dir.",
+)
+_LEVELS = flags.DEFINE_integer(
+    "levels",
+    None,
+    "Number of levels of the multilevel method. Default: DEFAULT_SCHEME.",
+    lower_bound=1,
+)
+_BLOCKS = flags.DEFINE_integer(
+    "blocks", 64, "K, the residual blocks of the fine network.", lower_bound=1
+)
+_WIDTH = flags.DEFINE_integer(
+    "width", 16, "Width of the residual stage.", lower_bound=1
+)
+_TIME_HORIZON = flags.DEFINE_float(
+    "time_horizon", 4.0, "T, the time interval of the residual stage."
+)
+_CYCLE = flags.DEFINE_enum(
+    "cycle",
+    None,
+    cycles.CYCLES,
+    "MG/OPT cycle of the multilevel method. Default: DEFAULT_SCHEME.",
+)
+_NESTED_ITERATION = flags.DEFINE_boolean(
+    "nested_iteration",
+    None,
+    "Whether the multilevel method trains from the coarsest level up. "
+    "Default: DEFAULT_SCHEME.",
+)
+_OPTIMIZER = flags.DEFINE_enum(
+    "optimizer",
+    "adam",
+    sorted(OPTIMIZERS),
+    "Optimizer of both methods: adam, or sgd (SGD with momentum 0.9).",
+)
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", 1e-2, "Learning rate of both methods.", lower_bound=0.0
+)
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", 50, "Epochs of each method (no early stopping).", lower_bound=1
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 100, "Batch size.", lower_bound=1
+)
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Seed of the initial weights and of the data order."
+)
+_COMPARE = flags.DEFINE_boolean(
+    "compare", True, "Whether to also train the single-level baseline."
+)
+_TARGET = flags.DEFINE_float(
+    "target",
+    None,
+    "Target validation accuracy. Default: 0.98 x the best single-level "
+    "validation accuracy of the run (with --nocompare: of the method's own).",
+)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Output directory. Default: runs/<dataset>-<time>."
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "TFDS data directory. Default: the TFDS default."
+)
+_JIT_COMPILE = flags.DEFINE_boolean(
+    "jit_compile", True, "Whether training steps are XLA-compiled."
+)
+# Recorded in results.json.
+_FLAGS = (
+    _DATASET, _LEVELS, _BLOCKS, _WIDTH, _TIME_HORIZON, _CYCLE,
+    _NESTED_ITERATION, _OPTIMIZER, _LEARNING_RATE, _EPOCHS, _BATCH_SIZE,
+    _SEED, _COMPARE, _TARGET, _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE,
+)
+
+
+def multilevel_scheme(levels=None, cycle=None, nested_iteration=None):
+    """Returns the multilevel method's settings: `DEFAULT_SCHEME`, overridden.
+
+    Args:
+        levels: Optional number of levels (`num_levels`).
+        cycle: Optional cycle, `"V"`, `"W"`, `"F"` or `"none"`.
+        nested_iteration: Optional bool.
+
+    Returns:
+        A dict of `MultilevelModel` keyword arguments: `DEFAULT_SCHEME` with
+        the arguments that are not None in place of its entries.
+
+    Example:
+
+    >>> multilevel_scheme(levels=2)["num_levels"]
+    2
+    """
+    overrides = dict(
+        num_levels=levels, cycle=cycle, nested_iteration=nested_iteration
+    )
+    return dict(
+        DEFAULT_SCHEME,
+        **{key: value for key, value in overrides.items() if value is not None},
+    )
+
+
+def select_target(runs, target=None):
+    """Returns the target validation accuracy and how it was chosen.
+
+    Args:
+        runs: Dict mapping a method name to a dict with `history`; the
+            baseline is `reporting.BASELINE`.
+        target: Optional absolute target; returned as is if given.
+
+    Returns:
+        A tuple `(target, rule)`: `target`, or `TARGET_FRACTION` x the best
+        validation accuracy of the baseline (of the multilevel method if
+        there is no baseline), and a description of the rule.
+
+    Example:
+
+    >>> select_target({"multilevel": {"history": {"val_accuracy": [0.5]}}})
+    (0.49, '0.98 x best multilevel val_accuracy')
+    """
+    if target is not None:
+        return target, "--target"
+    reference = reporting.BASELINE if reporting.BASELINE in runs else MULTILEVEL
+    best = max(runs[reference]["history"][_MONITOR])
+    return (
+        TARGET_FRACTION * best,
+        f"{TARGET_FRACTION} x best {reference} {_MONITOR}",
+    )
+
+
+def _default_output_dir(dataset):
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{dataset.replace('/', '_')}-{stamp}")
+
+
+def _load():
+    """Returns fresh (train, validation) pipelines and the tfds info.
+
+    Each method gets its own pipelines, so both see the same sequence of
+    shuffled epochs (a pipeline reshuffles on each pass).
+    """
+    return datasets.load(
+        _DATASET.value,
+        batch_size=_BATCH_SIZE.value,
+        split=("train", "validation"),
+        data_dir=_DATA_DIR.value,
+        seed=_SEED.value,
+        with_info=True,
+    )
+
+
+def _problem(info):
+    """Returns the input shape and number of classes of a tfds data set."""
+    features_key, label_key = info.supervised_keys
+    input_shape = tuple(info.features[features_key].shape)
+    if len(input_shape) != 1:
+        raise ValueError(
+            f"dense_ode_resnet needs vector features, but data set "
+            f"{_DATASET.value!r} has features of shape {input_shape}."
+        )
+    return input_shape, info.features[label_key].num_classes
+
+
+def _build(scheme, info):
+    """Builds and compiles a `MultilevelModel` from the seeded fine net."""
+    input_shape, num_classes = _problem(info)
+    keras.utils.set_random_seed(_SEED.value)
+    fine = models.dense_ode_resnet(
+        input_shape,
+        num_classes,
+        width=_WIDTH.value,
+        num_blocks=_BLOCKS.value,
+        time_horizon=_TIME_HORIZON.value,
+    )
+    model = MultilevelModel(fine, **scheme)
+    model.compile(
+        optimizer=OPTIMIZERS[_OPTIMIZER.value](_LEARNING_RATE.value),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=_JIT_COMPILE.value,
+    )
+    return model
+
+
+def _fit(name, model, data, output_dir):
+    """Trains one method; returns its history and timings."""
+    train, val = data
+    clock = callbacks.WallClock()
+    board = keras.callbacks.TensorBoard(
+        log_dir=os.path.join(output_dir, "tensorboard", name)
+    )
+    print(f"\n=== {name}: {model.num_levels} level(s) ===")
+    if model.num_levels > 1:
+        print(model.levels_table())
+    history = model.fit(
+        train,
+        epochs=_EPOCHS.value,
+        validation_data=val,
+        callbacks=[clock, board],
+        shuffle=False,  # The training pipeline shuffles itself.
+        verbose=2,
+    )
+    return {
+        "history": history.history,
+        "epoch_times": clock.epoch_times,
+        "compile_times": clock.compile_times,
+        "epoch_times_without_compile": clock.epoch_times_without_compile,
+        "compile_time": clock.compile_time,
+    }
+
+
+def summarize(runs, target):
+    """Returns each method's time, work and epochs to `target`, and more.
+
+    Args:
+        runs: Dict mapping a method name to a dict with `history`,
+            `epoch_times`, `epoch_times_without_compile` and
+            `compile_time` (as recorded by `WallClock`).
+        target: The target validation accuracy.
+
+    Returns:
+        A dict mapping each method name to a dict with the keys of
+        `reporting.time_to_target` (`epochs`, `time`, `work`), plus
+        `time_without_compile` (`time` less the estimated compile time),
+        `best_val_accuracy` and `compile_time`: the rows of
+        `reporting.summary_table`.
+    """
+    summary = {}
+    for name, run in runs.items():
+        history = run["history"]
+        without_compile = reporting.time_to_target(
+            history, run["epoch_times_without_compile"], target, _MONITOR
+        )
+        summary[name] = dict(
+            reporting.time_to_target(
+                history, run["epoch_times"], target, _MONITOR
+            ),
+            time_without_compile=without_compile["time"],
+            best_val_accuracy=max(history[_MONITOR]),
+            compile_time=run["compile_time"],
+        )
+    return summary
+
+
+def _usage_error(message):
+    """Exits with `message`, like absl's flag errors, without a traceback."""
+    raise SystemExit(
+        f"Error: {message}\nPass --helpshort or --helpfull to see help on "
+        "flags."
+    )
+
+
+def main(argv):
+    """Runs the comparison with the parsed flags (see the module docstring)."""
+    if len(argv) > 1:
+        _usage_error(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Quiet tfds' INFO lines.
+    schemes = {
+        MULTILEVEL: multilevel_scheme(
+            _LEVELS.value, _CYCLE.value, _NESTED_ITERATION.value
+        )
+    }
+    if _COMPARE.value:
+        schemes = {reporting.BASELINE: BASELINE_SCHEME, **schemes}
+    # Everything that fails on a bad flag runs before any training.
+    try:
+        data, compiled = {}, {}
+        for name, scheme in schemes.items():
+            data[name], info = _load()
+            compiled[name] = _build(scheme, info)
+    except (ValueError, datasets.DatasetNotAvailableError) as error:
+        _usage_error(error)
+
+    output_dir = _OUTPUT_DIR.value or _default_output_dir(_DATASET.value)
+    os.makedirs(output_dir, exist_ok=True)
+    load_average = os.getloadavg()
+    runs = {
+        name: _fit(name, model, data[name], output_dir)
+        for name, model in compiled.items()
+    }
+    target, rule = select_target(runs, _TARGET.value)
+    summary = summarize(runs, target)
+    table = reporting.summary_table(summary)
+    for name, run in runs.items():
+        run["scheme"] = schemes[name]
+    reporting.write_json(
+        os.path.join(output_dir, "results.json"),
+        {
+            "flags": {holder.name: holder.value for holder in _FLAGS},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "load_average_at_start": load_average,
+            },
+            "target": {"value": target, "rule": rule},
+            "methods": runs,
+            "summary": summary,
+            "summary_table": table,
+        },
+    )
+    reporting.plot_curves(
+        runs, os.path.join(output_dir, "curves.png"), target=target
+    )
+    print(
+        f"\nTarget {_MONITOR} >= {target:.4f} ({rule}). Times are wall "
+        "seconds from the start of fit, compilation included (its estimate: "
+        "'compile (s)')."
+    )
+    print(table)
+    print(f"\nWrote results.json, curves.png and tensorboard/ to {output_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

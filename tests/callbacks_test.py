@@ -1,0 +1,176 @@
+"""Tests of `keras_mlres.callbacks.WallClock`."""
+
+from unittest import mock
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_mlres as mlres
+from keras_mlres import callbacks
+
+_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _data(n=320, batch_size=32):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(
+        batch_size, drop_remainder=True
+    )
+
+
+def _model(**kwargs):
+    keras.utils.set_random_seed(0)
+    fine = mlres.models.dense_ode_resnet(
+        (2,), 2, width=4, num_blocks=4, time_horizon=1.0
+    )
+    model = mlres.MultilevelModel(fine, **kwargs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=_LOSS,
+        metrics=["accuracy"],
+        jit_compile=True,
+    )
+    return model
+
+
+class WallClockFitTest(tf.test.TestCase):
+    """WallClock in real `fit` runs."""
+
+    def test_records_increasing_epoch_times(self):
+        clock = callbacks.WallClock()
+        model = _model(num_levels=1, pre_smoothing=1, post_smoothing=0)
+        model.fit(
+            _data(), epochs=3, validation_data=_data(), callbacks=[clock],
+            verbose=0,
+        )
+        self.assertLen(clock.epoch_times, 3)
+        self.assertLen(clock.compile_times, 3)
+        self.assertGreater(clock.epoch_times[0], 0.0)
+        self.assertEqual(clock.epoch_times, sorted(clock.epoch_times))
+        self.assertEqual(clock.first_epoch_time, clock.epoch_times[0])
+        self.assertAllClose(clock.compile_time, sum(clock.compile_times))
+        # The first epoch traces and XLA-compiles the train and test steps.
+        self.assertGreater(clock.compile_times[0], 0.05)
+        self.assertLess(clock.compile_time, clock.epoch_times[-1])
+        without = clock.epoch_times_without_compile
+        self.assertLen(without, 3)
+        self.assertAllClose(
+            without[-1], clock.epoch_times[-1] - clock.compile_time
+        )
+
+    def test_charges_a_level_change_recompile_to_its_epoch(self):
+        clock = callbacks.WallClock()
+        model = _model(
+            num_levels=2,
+            cycle="none",
+            nested_iteration=True,
+            max_level_epochs=1,
+        )
+        history = model.fit(
+            _data(), epochs=3, callbacks=[clock], verbose=0
+        )
+        self.assertEqual(history.history["level"], [1, 0, 0])
+        # Epoch 2 is the first on level 0: its training step is compiled.
+        self.assertGreater(clock.compile_times[1], 0.05)
+        self.assertLess(clock.compile_times[2], clock.compile_times[1])
+
+    def test_second_fit_starts_a_new_record(self):
+        clock = callbacks.WallClock()
+        model = _model(num_levels=1, pre_smoothing=1, post_smoothing=0)
+        model.fit(_data(), epochs=2, callbacks=[clock], verbose=0)
+        model.fit(_data(), epochs=1, callbacks=[clock], verbose=0)
+        self.assertLen(clock.epoch_times, 1)
+        self.assertLen(clock.compile_times, 1)
+
+
+class WallClockEstimateTest(tf.test.TestCase):
+    """The compile estimate on a scripted clock."""
+
+    def _run(self, clock, epochs):
+        """Drives `clock` through `fit`'s hooks; `epochs` lists passes.
+
+        Each epoch is `(train_batch_starts, test_batch_starts, end)` in
+        seconds of the scripted clock, which starts at 0.
+        """
+        times = [0.0]
+        for train, test, end in epochs:
+            times += list(train) + list(test) + [end]
+        with mock.patch.object(
+            callbacks.time, "perf_counter", side_effect=times
+        ):
+            clock.on_train_begin()
+            for epoch, (train, test, _) in enumerate(epochs):
+                clock.on_epoch_begin(epoch)
+                for batch in range(len(train)):
+                    clock.on_train_batch_begin(batch)
+                if test:
+                    clock.on_test_begin()
+                    for batch in range(len(test)):
+                        clock.on_test_batch_begin(batch)
+                    clock.on_test_end()
+                clock.on_epoch_end(epoch)
+
+    def test_excess_of_first_interval_over_median_is_compile_time(self):
+        clock = callbacks.WallClock()
+        self._run(
+            clock,
+            [
+                # Train: first interval 5 s, later ones 1 s (+4 s);
+                # test: first 2.5 s, later 0.5 s (+2 s).
+                ([0, 5, 6, 7, 8], [9, 11.5, 12, 12.5], 13),
+                # Steady: no excess.
+                ([14, 15, 16, 17, 18], [19, 19.5, 20, 20.5], 21),
+                # A recompile in the first batch (+3 s), no validation.
+                ([22, 26, 27, 28], [], 29),
+            ],
+        )
+        self.assertEqual(clock.epoch_times, [13, 21, 29])
+        self.assertAllClose(clock.compile_times, [6.0, 0.0, 3.0])
+        self.assertAllClose(clock.compile_time, 9.0)
+        self.assertEqual(clock.first_epoch_time, 13)
+        self.assertAllClose(
+            clock.epoch_times_without_compile, [7.0, 15.0, 20.0]
+        )
+
+    def test_routine_start_up_of_every_pass_is_not_compile_time(self):
+        clock = callbacks.WallClock()
+        self._run(
+            clock,
+            [
+                # Train: +4.5 s; test: +2.25 s.
+                ([0, 5.5, 6.5, 7.5, 8.5], [9, 11.75, 12.25, 12.75], 13),
+                # Routine start-up: train +0.5 s, test +0.25 s.
+                ([14, 15.5, 16.5, 17.5], [18, 18.75, 19.25, 19.75], 20),
+                ([21, 22.5, 23.5, 24.5], [25, 25.75, 26.25, 26.75], 27),
+                # A recompile: +3.5 s.
+                ([28, 32.5, 33.5, 34.5], [35, 35.75, 36.25, 36.75], 37),
+            ],
+        )
+        self.assertAllClose(clock.compile_times, [6.0, 0.0, 0.0, 3.0])
+
+    def test_short_passes_and_fast_first_batches_count_nothing(self):
+        clock = callbacks.WallClock()
+        self._run(
+            clock,
+            [
+                # Two batches: a single interval, no median to compare.
+                ([0, 5], [], 6),
+                # First interval shorter than the median: 0, not negative.
+                ([7, 7.5, 8.5, 9.5], [], 10),
+            ],
+        )
+        self.assertEqual(clock.compile_times, [0.0, 0.0])
+
+    def test_empty_before_fit(self):
+        clock = callbacks.WallClock()
+        self.assertEqual(clock.epoch_times, [])
+        self.assertIsNone(clock.first_epoch_time)
+        self.assertEqual(clock.compile_time, 0)
+        self.assertEqual(clock.epoch_times_without_compile, [])
+
+
+if __name__ == "__main__":
+    tf.test.main()

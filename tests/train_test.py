@@ -1,0 +1,268 @@
+"""Tests of the `python -m keras_mlres.train` job."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from unittest import mock
+
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+
+from keras_mlres import reporting
+from keras_mlres import train
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TINY_FLAGS = [
+    "--dataset=spiral",
+    "--blocks=8",
+    "--width=8",
+    "--epochs=2",
+    "--levels=2",
+    "--batch_size=250",
+]
+
+
+def setUpModule():
+    # pytest does not parse absl flags; `tf.test.main` does.
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _tempdir(test):
+    """Returns a new empty directory, removed after `test`."""
+    path = tempfile.mkdtemp()
+    test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _run_job(args, cwd):
+    """Runs the job in a fresh interpreter; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_mlres.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        check=False,
+    )
+
+
+class TrainJobTest(tf.test.TestCase):
+    """The job end to end, as a user runs it."""
+
+    def test_tiny_run_writes_results_curves_and_tensorboard_logs(self):
+        tmp = _tempdir(self)
+        output_dir = os.path.join(tmp, "out")
+        result = _run_job(
+            _TINY_FLAGS
+            + [f"--output_dir={output_dir}", f"--data_dir={tmp}/data"],
+            cwd=tmp,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        for method in ("single_level", "multilevel"):
+            self.assertIn(f"=== {method}", result.stdout)
+        self.assertIn("speedup work", result.stdout)  # The summary table.
+        self.assertIn(f"to {output_dir}", result.stdout)
+
+        with open(os.path.join(output_dir, "results.json")) as file:
+            results = json.load(file)
+        self.assertContainsSubset(
+            {"flags", "target", "methods", "summary", "summary_table"},
+            results,
+        )
+        self.assertEqual(results["flags"]["dataset"], "spiral")
+        self.assertEqual(results["flags"]["epochs"], 2)
+        self.assertEqual(
+            set(results["methods"]), {"single_level", "multilevel"}
+        )
+        self.assertEqual(
+            results["methods"]["multilevel"]["scheme"],
+            dict(train.DEFAULT_SCHEME, num_levels=2),
+        )
+        for method, run in results["methods"].items():
+            history = run["history"]
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy",
+                        "work", "level"):
+                self.assertLen(history[key], 2, f"{method} {key}")
+            self.assertLen(run["epoch_times"], 2)
+            self.assertLen(run["compile_times"], 2)
+            summary = results["summary"][method]
+            self.assertContainsSubset(
+                {"epochs", "time", "work", "best_val_accuracy",
+                 "compile_time"},
+                summary,
+            )
+            self.assertEqual(
+                summary["best_val_accuracy"], max(history["val_accuracy"])
+            )
+        # Default target: 0.98 x the best single-level validation accuracy.
+        baseline = results["methods"]["single_level"]["history"]
+        best = max(baseline["val_accuracy"])
+        self.assertAllClose(results["target"]["value"], 0.98 * best)
+        # The baseline reaches 0.98 of its own best.
+        self.assertIsNotNone(results["summary"]["single_level"]["epochs"])
+
+        with open(os.path.join(output_dir, "curves.png"), "rb") as file:
+            png = file.read()
+        self.assertTrue(png.startswith(_PNG_SIGNATURE))
+        self.assertGreater(len(png), 10_000)
+
+        for method in ("single_level", "multilevel"):
+            events = glob.glob(
+                os.path.join(output_dir, "tensorboard", method, "**",
+                             "events.out.tfevents.*"),
+                recursive=True,
+            )
+            self.assertNotEmpty(events, method)
+
+    def test_unknown_dataset_is_a_short_error(self):
+        tmp = _tempdir(self)
+        result = _run_job(
+            ["--dataset=nope", f"--data_dir={tmp}", f"--output_dir={tmp}/o"],
+            cwd=tmp,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertNotIn("Traceback", result.stderr)
+        last_lines = result.stderr.strip().splitlines()[-2:]
+        self.assertStartsWith(last_lines[0], "Error: Unknown data set 'nope'")
+        for name in ("peaks", "spiral", "ellipses"):
+            self.assertIn(name, last_lines[0])
+        self.assertFalse(os.path.exists(os.path.join(tmp, "o")))
+
+
+class MainTest(tf.test.TestCase):
+    """`main` in this process, with flags set by `flagsaver`."""
+
+    def _main_error(self, **flag_values):
+        tmp = _tempdir(self)
+        with flagsaver.flagsaver(data_dir=tmp, **flag_values):
+            with self.assertRaises(SystemExit) as raised:
+                train.main(["train"])
+        return str(raised.exception.code)
+
+    def test_levels_that_cannot_be_built(self):
+        message = self._main_error(dataset="spiral", blocks=8, levels=5)
+        self.assertStartsWith(message, "Error: Cannot build 5 levels")
+
+    def test_unknown_dataset_config(self):
+        message = self._main_error(dataset="spiral/7")
+        self.assertStartsWith(message, "Error: ")
+        self.assertIn("BuilderConfig 7 not found", message)
+
+    def test_unexpected_arguments(self):
+        with self.assertRaises(SystemExit) as raised:
+            train.main(["train", "extra"])
+        self.assertIn("Unexpected arguments: extra", str(raised.exception.code))
+
+    def test_without_compare_trains_only_the_multilevel_method(self):
+        tmp = _tempdir(self)
+        output_dir = os.path.join(tmp, "out")
+        with flagsaver.flagsaver(
+            dataset="spiral", blocks=4, width=4, epochs=1, levels=2,
+            batch_size=500, compare=False, target=0.25, jit_compile=False,
+            data_dir=tmp, output_dir=output_dir,
+        ):
+            train.main(["train"])
+        with open(os.path.join(output_dir, "results.json")) as file:
+            results = json.load(file)
+        self.assertEqual(list(results["methods"]), ["multilevel"])
+        self.assertEqual(results["target"], {"value": 0.25, "rule": "--target"})
+        self.assertFalse(results["flags"]["compare"])
+
+
+class SchemeTest(tf.test.TestCase):
+
+    def test_unset_flags_mean_default_scheme(self):
+        for name in ("levels", "cycle", "nested_iteration"):
+            self.assertIsNone(flags.FLAGS[name].default, name)
+        self.assertEqual(train.multilevel_scheme(), train.DEFAULT_SCHEME)
+        self.assertIsNot(train.multilevel_scheme(), train.DEFAULT_SCHEME)
+
+    def test_default_scheme_is_the_one_source_of_defaults(self):
+        with mock.patch.dict(
+            train.DEFAULT_SCHEME, num_levels=3, cycle="V", coarse_steps=4
+        ):
+            scheme = train.multilevel_scheme()
+        self.assertEqual(scheme["num_levels"], 3)
+        self.assertEqual(scheme["cycle"], "V")
+        self.assertEqual(scheme["coarse_steps"], 4)
+
+    def test_flags_override_the_scheme(self):
+        scheme = train.multilevel_scheme(
+            levels=2, cycle="W", nested_iteration=False
+        )
+        self.assertEqual(
+            scheme,
+            dict(
+                train.DEFAULT_SCHEME,
+                num_levels=2,
+                cycle="W",
+                nested_iteration=False,
+            ),
+        )
+
+
+class SummarizeTest(tf.test.TestCase):
+
+    def test_time_work_and_epochs_to_target(self):
+        runs = {
+            "multilevel": {
+                "history": {
+                    "val_accuracy": [0.5, 0.9, 0.95],
+                    "work": [10.0, 30.0, 70.0],
+                },
+                "epoch_times": [5.0, 6.0, 7.0],
+                "epoch_times_without_compile": [1.0, 2.0, 3.0],
+                "compile_time": 4.0,
+            }
+        }
+        self.assertEqual(
+            train.summarize(runs, 0.85),
+            {
+                "multilevel": {
+                    "epochs": 2,
+                    "time": 6.0,
+                    "work": 30.0,
+                    "time_without_compile": 2.0,
+                    "best_val_accuracy": 0.95,
+                    "compile_time": 4.0,
+                }
+            },
+        )
+
+
+class SelectTargetTest(tf.test.TestCase):
+
+    def _runs(self, **best):
+        return {
+            name: {"history": {"val_accuracy": [0.1, value, 0.2]}}
+            for name, value in best.items()
+        }
+
+    def test_default_is_a_fraction_of_the_baseline_best(self):
+        target, rule = train.select_target(
+            self._runs(single_level=0.9, multilevel=0.95)
+        )
+        self.assertAllClose(target, 0.98 * 0.9)
+        self.assertIn(reporting.BASELINE, rule)
+
+    def test_without_baseline_the_method_own_best(self):
+        target, rule = train.select_target(self._runs(multilevel=0.95))
+        self.assertAllClose(target, 0.98 * 0.95)
+        self.assertIn("multilevel", rule)
+
+    def test_absolute_target(self):
+        self.assertEqual(
+            train.select_target(self._runs(single_level=0.9), 0.5),
+            (0.5, "--target"),
+        )
+
+
+if __name__ == "__main__":
+    tf.test.main()
