@@ -86,10 +86,12 @@ class Evaluation:
     Attributes:
         value: h_l(x), a scalar tensor.
         gradients: grad h_l(x), a list matching the level's variables.
+        weights: The point x, where the caller has it at hand (else None).
     """
 
     value: tf.Tensor
     gradients: List[tf.Tensor]
+    weights: Optional[List[tf.Tensor]] = None
 
 
 class Level:
@@ -262,6 +264,7 @@ class MGOPT:
 
     @property
     def num_levels(self):
+        """The number of levels of the cycle."""
         return len(self.levels)
 
     def __call__(self, data, top=0):
@@ -293,9 +296,8 @@ class MGOPT:
             work=self._work,
         )
 
-    def _count(self, level, forward_only=False):
-        cost = level.cost * (_FORWARD_COST if forward_only else 1.0)
-        self._work = self._work + cost
+    def _count(self, level):
+        self._work = self._work + level.cost
 
     def run_cycle(self, index, data, v, start, cycle):
         """One cycle on level `index`, starting at the current weights.
@@ -322,7 +324,6 @@ class MGOPT:
 
         coarse = self.levels[index + 1]
         coarse_start, coarse_v = self.restrict(index, data, current)
-        coarse_weights = read_values(coarse.variables)
         for visit, coarse_cycle in enumerate(self.coarse_cycles(cycle)):
             self.run_cycle(
                 index + 1,
@@ -331,7 +332,7 @@ class MGOPT:
                 coarse_start if visit == 0 else None,
                 coarse_cycle,
             )
-        correction = self.prolongate_correction(coarse, coarse_weights)
+        correction = self.prolongate_correction(coarse, coarse_start.weights)
         self._step_sizes[index] = self.correct(
             level, data, v, weights, correction, current
         )
@@ -371,8 +372,8 @@ class MGOPT:
 
         Returns:
             `(start, v)`: the `Evaluation` of the coarse corrected objective
-            at x^0 = R x (whose gradient is `R_g grad h` by construction) and
-            the coarse coherence term v.
+            at x^0 = R x (whose gradient is `R_g grad h` by construction, and
+            whose `weights` are x^0) and the coarse coherence term v.
         """
         coarse = self.levels[index + 1]
         restricted = self.hierarchy.restrict(index)
@@ -384,7 +385,9 @@ class MGOPT:
         )
         v = subtract(gradients, restricted_gradients)
         start = Evaluation(
-            linear_correction(value, v, restricted), restricted_gradients
+            linear_correction(value, v, restricted),
+            restricted_gradients,
+            restricted,
         )
         return start, v
 
