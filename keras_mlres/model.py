@@ -201,6 +201,18 @@ class MultilevelModel(keras.Model):
         self.level_optimizers = self._coarse_optimizers(level_optimizers)
         self._mgopt = self._build_mgopt()
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["level_optimizers"] = [
+                keras.saving.serialize_keras_object(optimizer)
+                for optimizer in self.level_optimizers
+            ]
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def _coarse_optimizers(self, level_optimizers):
         num_coarse = self.num_levels - 1
         if level_optimizers is None:

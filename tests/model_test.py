@@ -1,7 +1,9 @@
 """Tests of MultilevelModel: fit as a drop-in, equivalences, logs, errors."""
 
 import io
+import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -258,6 +260,31 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("V-cycle over 3 level(s)", text)
         for blocks, dt in (("16", "0.125"), ("8", "0.25"), ("4", "0.5")):
             self.assertRegex(text, rf"\n\d\s+{blocks}\s+{dt}\s")
+
+    def test_save_and_load_restores_compiled_model(self):
+        path = os.path.join(self.get_temp_dir(), "model.keras")
+        model = mlres.MultilevelModel(_fine(), num_levels=3, cycle="W")
+        _compiled(
+            model,
+            level_optimizers=[
+                keras.optimizers.SGD(0.1, momentum=0.9),
+                keras.optimizers.SGD(0.2),
+            ],
+        )
+        model.fit(_dataset(), epochs=1, verbose=0)
+        model.save(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. "compile() was not called"
+            loaded = keras.models.load_model(path, safe_mode=True)
+        self.assertIsInstance(loaded, mlres.MultilevelModel)
+        as_json = lambda config: json.loads(json.dumps(config))  # noqa: E731
+        self.assertEqual(as_json(loaded.get_config()), as_json(model.get_config()))
+        x = _spiral(16, seed=5)[0]
+        self.assertAllClose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+        self.assertEqual(int(loaded.optimizer.iterations), 16)
+        self.assertAllClose(loaded.level_optimizers[1].learning_rate, 0.2)
+        history = loaded.fit(_dataset(), epochs=2, verbose=0)
+        self.assertLess(history.history["loss"][-1], history.history["loss"][0])
 
     def test_config_round_trip(self):
         model = mlres.MultilevelModel(
