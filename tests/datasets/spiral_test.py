@@ -1,4 +1,10 @@
-"""Tests of the `spiral` data set builder."""
+"""Tests of the `spiral` data set: its configs and the geometry of the arms.
+
+The checks shared by every point builder (split sizes, domain, label range,
+class balance, determinism, stored data equal to the seeded generator,
+info and tfds' builder checks) run for the default `spiral/3` in
+points_test.py.
+"""
 
 import shutil
 import tempfile
@@ -10,54 +16,8 @@ from absl.testing import parameterized
 
 from keras_mlres.datasets import spiral
 
-try:  # tfds.testing.DatasetBuilderTestCase imports dill.
-    import dill  # noqa: F401
 
-    _HAS_DILL = True
-except ImportError:
-    _HAS_DILL = False
-_NO_DILL = "tfds.testing.DatasetBuilderTestCase needs dill: pip install dill"
-
-_SMALL = spiral.SpiralConfig(
-    name="small_4", num_arms=4, num_train=200, num_validation=60, num_test=60
-)
-
-
-def _build_arrays(data_dir, config=None):
-    """Generates the data set in `data_dir`, returns {split: (x, y)}."""
-    builder = spiral.Spiral(data_dir=data_dir, config=config)
-    builder.download_and_prepare()
-    arrays = tfds.as_numpy(
-        builder.as_dataset(batch_size=-1, as_supervised=True)
-    )
-    return builder, arrays
-
-
-def _sorted_rows(features, labels):
-    """Returns the `(x, y, label)` rows sorted, to compare regardless of order."""
-    rows = np.column_stack([features.astype(np.float64), labels])
-    return rows[np.lexsort(rows.T[::-1])]
-
-
-if _HAS_DILL:
-
-    class SpiralBuilderTest(tfds.testing.DatasetBuilderTestCase):
-        """tfds' own builder checks, on a small 4-arm config."""
-
-        DATASET_CLASS = spiral.Spiral
-        BUILDER_CONFIG_NAMES_TO_TEST = [_SMALL]
-        SPLITS = {"train": 200, "validation": 60, "test": 60}
-        SKIP_CHECKSUMS = True  # Nothing is downloaded.
-        EXAMPLE_DIR = tempfile.gettempdir()  # No dummy data needed.
-
-else:
-
-    class SpiralBuilderTest(tf.test.TestCase):
-        def test_dataset_builder_test_case(self):
-            self.skipTest(_NO_DILL)
-
-
-class SpiralDataTest(parameterized.TestCase, tf.test.TestCase):
+class SpiralConfigsTest(parameterized.TestCase, tf.test.TestCase):
     """Checks the generated data of the predefined configs."""
 
     @classmethod
@@ -71,7 +31,7 @@ class SpiralDataTest(parameterized.TestCase, tf.test.TestCase):
             builder.download_and_prepare()
             cls.builders[name] = builder
         # Reading is the slow part (~1 s per 20000 examples): read the
-        # validation split of every config, every split of the default one.
+        # validation split of every config.
         cls.arrays = {
             name: tfds.as_numpy(
                 builder.as_dataset(
@@ -80,19 +40,11 @@ class SpiralDataTest(parameterized.TestCase, tf.test.TestCase):
             )
             for name, builder in cls.builders.items()
         }
-        cls.default_arrays = tfds.as_numpy(
-            cls.builders["3"].as_dataset(batch_size=-1, as_supervised=True)
-        )
 
-    def test_configs_and_default(self):
-        self.assertEqual(spiral.Spiral.name, "spiral")
+    def test_config_names(self):
         self.assertEqual(
             [c.name for c in spiral.Spiral.BUILDER_CONFIGS], ["2", "3", "5"]
         )
-        builder = tfds.builder("spiral", data_dir=self.data_dir)
-        self.assertEqual(builder.builder_config.name, "3")
-        self.assertEqual(builder.info.features["label"].num_classes, 3)
-        self.assertEqual(builder.info.supervised_keys, ("features", "label"))
 
     @parameterized.named_parameters(("2", "2", 2), ("3", "3", 3), ("5", "5", 5))
     def test_split_sizes(self, name, num_arms):
@@ -114,12 +66,6 @@ class SpiralDataTest(parameterized.TestCase, tf.test.TestCase):
         self.assertLen(counts, num_arms)
         self.assertLessEqual(counts.max() - counts.min(), 1)
 
-    def test_default_config_splits_are_balanced(self):
-        for _, labels in self.default_arrays.values():
-            counts = np.bincount(labels)
-            self.assertLen(counts, 3)
-            self.assertLessEqual(counts.max() - counts.min(), 1)
-
     @parameterized.named_parameters(("2", "2"), ("3", "3"), ("5", "5"))
     def test_features_in_range(self, name):
         features, _ = self.arrays[name]
@@ -127,26 +73,6 @@ class SpiralDataTest(parameterized.TestCase, tf.test.TestCase):
         radius = np.linalg.norm(features, axis=-1)
         self.assertAllLessEqual(radius, 1.0 + 6 * noise)
         self.assertGreater(radius.max(), 0.95)
-
-    def test_stored_data_is_the_seeded_generator_output(self):
-        arrays = self.default_arrays
-        for index, split in enumerate(("train", "validation", "test")):
-            features, labels = arrays[split]
-            rng = np.random.default_rng([spiral.Spiral.SEED, index])
-            expected = spiral.make_spiral(labels.size, num_arms=3, seed=rng)
-            self.assertAllEqual(
-                _sorted_rows(features, labels), _sorted_rows(*expected)
-            )
-
-    def test_two_builds_are_identical(self):
-        dir_a, dir_b = tempfile.mkdtemp(), tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, dir_a)
-        self.addCleanup(shutil.rmtree, dir_b)
-        _, arrays_a = _build_arrays(dir_a, config=_SMALL)
-        _, arrays_b = _build_arrays(dir_b, config=_SMALL)
-        for split, (features, labels) in arrays_a.items():
-            self.assertAllEqual(arrays_b[split][0], features)
-            self.assertAllEqual(arrays_b[split][1], labels)
 
 
 class MakeSpiralTest(parameterized.TestCase, tf.test.TestCase):
