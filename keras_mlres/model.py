@@ -185,6 +185,27 @@ class MultilevelModel(keras.Model):
     def call(self, inputs, training=None):
         return self.fine(inputs, training=training)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None,
+               input_signature=None, **kwargs):
+        """Exports the fine network for inference, as `keras.Model.export`.
+
+        The artifact holds the fine network only (what a user serves); the
+        coarse levels and the cycle are training machinery.
+
+        Args:
+            filepath: Where to write the artifact.
+            format: As in `keras.Model.export` (default `"tf_saved_model"`,
+                with a `serve` endpoint and a `serving_default` signature).
+            verbose: As in `keras.Model.export`.
+            input_signature: As in `keras.Model.export`; defaults to the
+                fine network's inputs.
+            **kwargs: Passed to `keras.Model.export`.
+        """
+        return self.fine.export(
+            filepath, format=format, verbose=verbose,
+            input_signature=input_signature, **kwargs,
+        )
+
     def compile(self, optimizer="rmsprop", *args, level_optimizers=None, **kwargs):
         """Configures training, as `keras.Model.compile`.
 

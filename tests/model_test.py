@@ -3,6 +3,8 @@
 import io
 import json
 import os
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -285,6 +287,33 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(loaded.level_optimizers[1].learning_rate, 0.2)
         history = loaded.fit(_dataset(), epochs=2, verbose=0)
         self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+
+    def test_export_serves_the_fine_network_in_a_fresh_process(self):
+        path = os.path.join(self.get_temp_dir(), "exported")
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        model.fit(_dataset(), epochs=1, verbose=0)
+        model.export(path, verbose=False)
+        x = _spiral(8, seed=6)[0]
+        np.save(os.path.join(path, "..", "x.npy"), x)
+        script = (
+            "import sys, numpy as np, tensorflow as tf, keras\n"
+            "path, x = sys.argv[1], np.load(sys.argv[2])\n"
+            "loaded = tf.saved_model.load(path)\n"
+            "signature = loaded.signatures['serving_default']\n"
+            "by_signature = list(signature(tf.constant(x)).values())[0]\n"
+            "by_layer = keras.layers.TFSMLayer(path, call_endpoint='serve')(x)\n"
+            "np.save(sys.argv[3], np.stack([loaded.serve(x).numpy(),\n"
+            "        by_signature.numpy(), np.asarray(by_layer)]))\n"
+        )
+        out = os.path.join(self.get_temp_dir(), "outputs.npy")
+        subprocess.run(
+            [sys.executable, "-c", script, path,
+             os.path.join(path, "..", "x.npy"), out],
+            check=True, timeout=300,
+        )
+        expected = model.predict(x, verbose=0)
+        for outputs in np.load(out):
+            self.assertAllClose(outputs, expected, atol=1e-5)
 
     def test_config_round_trip(self):
         model = mlres.MultilevelModel(
