@@ -285,6 +285,27 @@ def plot(task, result, directory):
     return path
 
 
+def ablation(task, default_result, best, scheme, compare_task, args):
+    """Runs each `ABLATION` variant; returns the section's lines."""
+    lines = [
+        "",
+        "## Ablation (" + task + f", K = {args.blocks})",
+        "",
+        "Each variant changes the default scheme as named and runs with the "
+        "default scheme's best configuration.",
+        "",
+        _HEADER.format(first="multilevel scheme"),
+        _row("default scheme", default_result),
+    ]
+    for name, change in (ABLATION if not args.quick else {}).items():
+        result = compare_task(
+            task, args.blocks, {**scheme, **change}, name,
+            configurations=[best["multilevel"]],
+        )
+        lines.append(_row(name, result))
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="peaks,spiral,ellipses")
@@ -303,6 +324,8 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--output", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
+    parser.add_argument("--skip_ablation", action="store_true",
+                        help="report the tasks and depth scaling only")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that only check the script runs")
     parser.add_argument("--reuse", help="a runs.json whose runs are reported "
@@ -321,7 +344,10 @@ def main(argv=None):
         args.epochs, args.learning_rates, args.optimizers = 2, 1, "adam"
     args.optimizers = args.optimizers.split(",")
     tasks = args.tasks.split(",")
-    directory = os.path.join(os.path.dirname(args.output), "results")
+    # RESULTS.md keeps its plots and runs in results/, RESULTS_x.md in
+    # results_x/.
+    stem = os.path.splitext(os.path.basename(args.output))[0].lower()
+    directory = os.path.join(os.path.dirname(args.output), stem)
     os.makedirs(directory, exist_ok=True)
     started = time.time()
 
@@ -399,7 +425,7 @@ def main(argv=None):
     ]
     for task, result in main_results.items():
         plot(task, result, directory)
-        lines += [f"![{task}](results/{task}.png)", ""]
+        lines += [f"![{task}]({stem}/{task}.png)", ""]
 
     # Depth scaling and ablation run each method's best configuration of
     # the first task only (the full sweep of every variant would take hours).
@@ -424,23 +450,9 @@ def main(argv=None):
             )
         lines.append(_row(str(blocks), result))
 
-    lines += [
-        "",
-        "## Ablation (" + depth_task + f", K = {args.blocks})",
-        "",
-        "Each variant changes the default scheme as named and runs with the "
-        "default scheme's best configuration.",
-        "",
-        _HEADER.format(first="multilevel scheme"),
-    ]
-    variants = ABLATION if not args.quick else {}
-    lines.append(_row("default scheme", main_results[depth_task]))
-    for name, change in variants.items():
-        result = compare_task(
-            depth_task, args.blocks, {**scheme, **change}, name,
-            configurations=[best["multilevel"]],
-        )
-        lines.append(_row(name, result))
+    if not args.skip_ablation:
+        lines += ablation(depth_task, main_results[depth_task], best, scheme,
+                          compare_task, args)
 
     if args.reuse:
         lines += ["", f"Runs reported from `{os.path.basename(args.reuse)}`, "
