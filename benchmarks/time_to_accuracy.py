@@ -29,6 +29,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -285,6 +286,20 @@ def plot(task, result, directory):
     return path
 
 
+def _flags_without_reuse(argv):
+    """The command-line flags, less `--reuse FILE` (which only re-reports)."""
+    flags = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--reuse":
+            skip = True
+        elif not arg.startswith("--reuse="):
+            flags.append(arg)
+    return flags
+
+
 def ablation(task, default_result, best, scheme, compare_task, args):
     """Runs each `ABLATION` variant; returns the section's lines."""
     lines = [
@@ -383,7 +398,11 @@ def main(argv=None):
     lines += [
         "# Time to accuracy: multilevel vs single-level training",
         "",
-        "Command: `python benchmarks/time_to_accuracy.py`",
+        "Command: `" + " ".join(
+            ["python benchmarks/time_to_accuracy.py"] + _flags_without_reuse(
+                sys.argv[1:] if argv is None else argv
+            )
+        ) + "`",
         "",
         f"Network: dense ODE-ResNet, width {args.width}, T = "
         f"{args.time_horizon}, K = {args.blocks} blocks (depth scaling: K = "
