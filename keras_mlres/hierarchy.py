@@ -95,6 +95,7 @@ class Hierarchy:
         self._stage_mask = self._find_stage_variables()
         for level in range(num_levels - 1):
             self.restrict(level)
+            self._restrict_frozen_stages(level)
 
     @staticmethod
     def _check_arguments(
@@ -283,7 +284,11 @@ class Hierarchy:
         _assign_stage_positions(
             self.trainable_variables(level + 1), restricted, self._stage_mask
         )
-        # Frozen stages are not in trainable_variables; restrict them too.
+        return restricted
+
+    def _restrict_frozen_stages(self, level):
+        """Restricts frozen stages once: they are not trainable variables,
+        and since they never change, the cycle need not restrict them."""
         for fine, coarse in zip(self._stages[level], self._stages[level + 1]):
             if not fine.trainable:
                 for key, weight in fine.stacked_weights.items():
@@ -292,7 +297,6 @@ class Hierarchy:
                             weight, self.coarsening_factor, self.restriction
                         )
                     )
-        return restricted
 
     def prolongate(self, level):
         """Assigns the prolongated weights of `level` to level `level - 1`.

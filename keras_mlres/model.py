@@ -405,18 +405,27 @@ class _NestedIteration(keras.callbacks.Callback):
         self._best = float("inf")
         self._epochs_on_level = 0
         self._epochs_without_improvement = 0
+        self._synced = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._synced = False
 
     def on_test_begin(self, logs=None):
-        self._multilevel.sync_fine_weights()
+        self._sync()
 
     def on_train_end(self, logs=None):
+        self._sync()
+
+    def _sync(self):
         self._multilevel.sync_fine_weights()
+        self._synced = True
 
     def on_epoch_end(self, epoch, logs=None):
         model = self._multilevel
         if model.active_level == 0:
             return
-        model.sync_fine_weights()
+        if not self._synced:  # no validation pass synced it this epoch
+            self._sync()
         logs = logs or {}
         monitored = logs.get("val_loss", logs.get("loss", float("inf")))
         self._epochs_on_level += 1
