@@ -17,10 +17,17 @@ One cycle on level l (ALGORITHM.md section 3):
 6. prolongate the coarse correction e = P(x_{l+1} - x_{l+1}^0) and step
    x_l <- x_l + alpha e, with alpha = 1 or found by a backtracking line search
    on h_l that rejects (alpha = 0) a correction that does not decrease h_l;
+   a non-finite correction (the coarse level diverged) is always rejected;
 7. smooth: `post_smoothing` steps on h_l.
 
 With a single level (or `cycle="none"`) the "cycle" is
 `pre_smoothing + post_smoothing` plain optimizer steps.
+
+Under a `tf.distribute` strategy every replica runs the cycle on its part of
+the batch. Keras scales each replica's loss by 1 / num_replicas and the
+optimizers all-reduce gradients, and restriction, coherence and prolongation
+are linear, so the levels see the global batch's gradients; the line search
+sums its values over the replicas so that all take the same step.
 
 Gradients are restricted by `R_g = P^T` and weights by the hierarchy's `R`
 (average by default). The coarse problem's first smoothing step at
@@ -35,6 +42,7 @@ by every visit, measured slower: see benchmarks/cycle_cost.py.)
 """
 
 import dataclasses
+import threading
 from typing import List, Optional
 
 import tensorflow as tf
@@ -66,6 +74,24 @@ def add_scaled(xs, alpha, ys):
 def subtract(xs, ys):
     """Returns the list `xs[i] - ys[i]`."""
     return [x - y for x, y in zip(xs, ys)]
+
+
+def all_finite(tensors):
+    """Returns whether every entry of a list of tensors is finite."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+
+def sum_over_replicas(value):
+    """Sums a per-replica scalar over the replicas of a tf.distribute strategy.
+
+    Keras scales each replica's loss by 1 / num_replicas, so the sum is the
+    global batch's value; outside a strategy the value is returned as is.
+    """
+    if not _replicated():
+        return value
+    return tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, value
+    )
 
 
 def read_values(variables):
@@ -166,6 +192,17 @@ class Level:
             for variable in self._optimizer_state:
                 variable.assign(tf.zeros_like(variable))
 
+    def discard_optimizer_state(self, condition):
+        """Zeroes the optimizer slots where the scalar bool `condition` holds.
+
+        Used when the level diverged: its non-finite momenta would otherwise
+        poison every later visit under `coarse_optimizer_state="keep"`.
+        """
+        for variable in self._optimizer_state:
+            variable.assign(
+                tf.where(condition, tf.zeros_like(variable), variable.value)
+            )
+
 
 def build_optimizer(optimizer, variables):
     """Builds an optimizer on `variables` and returns its resettable state.
@@ -207,6 +244,9 @@ class CycleResult:
         step_sizes: For each level with a coarser one (0 .. L-2), the
             coarse-correction step alpha of its last visit (None if the
             cycle made no coarse correction on that level).
+        diverged: For each coarse level l >= 1, whether a correction it
+            returned this cycle was non-finite and therefore rejected (None
+            if not visited).
         work: Fine-gradient equivalents spent by the cycle (modelled).
     """
 
@@ -214,7 +254,18 @@ class CycleResult:
     y_pred: tf.Tensor
     level_losses: List[tf.Tensor]
     step_sizes: List[tf.Tensor]
+    diverged: List[tf.Tensor]
     work: tf.Tensor
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What a cycle accumulates while it runs (see `CycleResult`)."""
+
+    work: tf.Tensor
+    level_losses: List[Optional[tf.Tensor]]
+    diverged: List[Optional[tf.Tensor]]
+    step_sizes: List[Optional[tf.Tensor]]
 
 
 class MGOPT:
@@ -254,13 +305,25 @@ class MGOPT:
         self.coarse_steps = coarse_steps
         self.line_search = line_search
         self.max_backtracking = max_backtracking
+        self._replica = threading.local()
         self._start_tally()
 
     def _start_tally(self):
-        """Resets what a cycle reports: work, level losses, step sizes."""
-        self._work = tf.constant(0.0)
-        self._level_losses = [None] * self.num_levels
-        self._step_sizes = [None] * max(self.num_levels - 1, 0)
+        """Resets what a cycle reports: work, level losses, step sizes.
+
+        The tally is per thread: tf.distribute.MirroredStrategy traces each
+        replica's step in its own thread, concurrently.
+        """
+        self._replica.tally = _Tally(
+            work=tf.constant(0.0),
+            level_losses=[None] * self.num_levels,
+            diverged=[None] * self.num_levels,
+            step_sizes=[None] * max(self.num_levels - 1, 0),
+        )
+
+    @property
+    def _tally(self):
+        return self._replica.tally
 
     @property
     def num_levels(self):
@@ -291,13 +354,14 @@ class MGOPT:
         return CycleResult(
             loss=value,
             y_pred=y_pred,
-            level_losses=self._level_losses[1:],
-            step_sizes=self._step_sizes,
-            work=self._work,
+            level_losses=self._tally.level_losses[1:],
+            step_sizes=self._tally.step_sizes,
+            diverged=self._tally.diverged[1:],
+            work=self._tally.work,
         )
 
     def _count(self, level):
-        self._work = self._work + level.cost
+        self._tally.work = self._tally.work + level.cost
 
     def run_cycle(self, index, data, v, start, cycle):
         """One cycle on level `index`, starting at the current weights.
@@ -333,10 +397,19 @@ class MGOPT:
                 coarse_cycle,
             )
         correction = self.prolongate_correction(coarse, coarse_start.weights)
-        self._step_sizes[index] = self.correct(
+        diverged = tf.logical_not(all_finite(correction))
+        coarse.discard_optimizer_state(diverged)
+        self._report_divergence(index + 1, diverged)
+        self._tally.step_sizes[index] = self.correct(
             level, data, v, weights, correction, current
         )
         self.smooth(level, data, v, self.post_smoothing)
+
+    def _report_divergence(self, index, diverged):
+        previous = self._tally.diverged[index]
+        self._tally.diverged[index] = (
+            diverged if previous is None else tf.logical_or(previous, diverged)
+        )
 
     def coarse_cycles(self, cycle):
         """The cycles to run on the next coarser level for a `cycle` here."""
@@ -379,7 +452,7 @@ class MGOPT:
         restricted = self.hierarchy.restrict(index)
         value, gradients, _ = coarse.value_and_gradient(data, None)
         self._count(coarse)
-        self._level_losses[index + 1] = value
+        self._tally.level_losses[index + 1] = value
         restricted_gradients = self.hierarchy.restrict_gradients(
             current.gradients
         )
@@ -398,11 +471,21 @@ class MGOPT:
         )
 
     def correct(self, level, data, v, weights, correction, current):
-        """Sets the weights to `weights + alpha * correction`; returns alpha."""
-        if not self.line_search:
-            assign_values(level.variables, add_scaled(weights, 1.0, correction))
-            return tf.constant(1.0)
-        step_size = self.backtrack(level, data, v, weights, correction, current)
+        """Sets the weights to `weights + alpha * correction`; returns alpha.
+
+        A correction with a non-finite entry (the coarse problem diverged,
+        e.g. its loss was NaN) is rejected: alpha = 0 and the weights are
+        restored exactly.
+        """
+        finite = all_finite(correction)
+        correction = [tf.where(finite, e, tf.zeros_like(e)) for e in correction]
+        if self.line_search:
+            step_size = self.backtrack(
+                level, data, v, weights, correction, current
+            )
+        else:
+            step_size = tf.constant(1.0)
+        step_size = tf.where(finite, step_size, 0.0)
         assign_values(level.variables, add_scaled(weights, step_size, correction))
         return step_size
 
@@ -411,35 +494,63 @@ class MGOPT:
 
         Tries alpha = 1, 1/2, ..., 2^(1 - max_backtracking) and accepts the
         first with `h(x + alpha e) <= h(x) + c1 alpha <grad h(x), e>` and
-        `h(x + alpha e) < h(x)`.
+        `h(x + alpha e) < h(x)`. On one device the tries stop at the first
+        accepted step (a `tf.while_loop`); under a tf.distribute strategy every
+        step size is tried, because the replicas' sum of h cannot be taken
+        inside a loop.
         """
-        slope = tf.minimum(inner_product(current.gradients, correction), 0.0)
+        # Under tf.distribute each replica holds its part of h and of the
+        # gradient; all replicas must take the same decision on the global sum.
+        current_value = sum_over_replicas(current.value)
+        slope = tf.minimum(
+            sum_over_replicas(inner_product(current.gradients, correction)), 0.0
+        )
 
-        def untried(step_size, accepted, tries):
-            del step_size, tries
-            return tf.logical_not(accepted)
-
-        def try_step(step_size, accepted, tries):
-            del accepted
+        def decreases(step_size):
             assign_values(
                 level.variables, add_scaled(weights, step_size, correction)
             )
-            value = level.value(data, v)
-            decreases = tf.logical_and(
-                value <= current.value + _ARMIJO_C1 * step_size * slope,
-                value < current.value,
+            value = sum_over_replicas(level.value(data, v))
+            return tf.logical_and(
+                tf.logical_and(
+                    value <= current_value + _ARMIJO_C1 * step_size * slope,
+                    value < current_value,
+                ),
+                tf.math.is_finite(value),
             )
-            decreases = tf.logical_and(decreases, tf.math.is_finite(value))
-            next_step = tf.where(decreases, step_size, step_size / 2.0)
-            return next_step, decreases, tries + 1
+
+        if _replicated():
+            step_sizes = [0.5**k for k in range(self.max_backtracking)]
+            accepted = [decreases(step_size) for step_size in step_sizes]
+            step_size = tf.constant(0.0)
+            for candidate, ok in reversed(list(zip(step_sizes, accepted))):
+                step_size = tf.where(ok, candidate, step_size)
+            tries = tf.constant(self.max_backtracking)
+        else:
+            step_size, tries = self._first_decrease(decreases)
+        self._tally.work = self._tally.work + (
+            tf.cast(tries, tf.float32) * level.cost * _FORWARD_COST
+        )
+        return step_size
+
+    def _first_decrease(self, decreases):
+        """Halves alpha from 1 until `decreases(alpha)`; returns (alpha, tries)."""
+
+        def try_step(step_size, accepted, tries):
+            del accepted
+            ok = decreases(step_size)
+            return tf.where(ok, step_size, step_size / 2.0), ok, tries + 1
 
         step_size, accepted, tries = tf.while_loop(
-            untried,
+            lambda step_size, accepted, tries: tf.logical_not(accepted),
             try_step,
             (tf.constant(1.0), tf.constant(False), tf.constant(0)),
             maximum_iterations=self.max_backtracking,
         )
-        self._work = self._work + (
-            tf.cast(tries, tf.float32) * level.cost * _FORWARD_COST
-        )
-        return tf.where(accepted, step_size, 0.0)
+        return tf.where(accepted, step_size, 0.0), tries
+
+
+def _replicated():
+    """Whether the cycle runs in a replica of a multi-replica strategy."""
+    context = tf.distribute.get_replica_context()
+    return context is not None and context.num_replicas_in_sync > 1

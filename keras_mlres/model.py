@@ -10,6 +10,14 @@ from keras_mlres._checks import check_count
 from keras_mlres.hierarchy import Hierarchy
 
 
+def _unscaled(loss):
+    """Undoes Keras's per-replica loss scaling (1 / num_replicas) for logs."""
+    if loss is None:
+        return None
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+
 def _parameter_count(model):
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
@@ -150,6 +158,10 @@ class MultilevelModel(keras.Model):
             keras.metrics.Mean(name=f"level_{level}_loss")
             for level in range(1, num_levels)
         ]
+        self._divergence_trackers = [
+            keras.metrics.Sum(name=f"level_{level}_diverged")
+            for level in range(1, num_levels)
+        ]
         self._step_size_trackers = [
             keras.metrics.Mean(name="alpha" if level == 0 else f"level_{level}_alpha")
             for level in range(num_levels - 1)
@@ -266,7 +278,11 @@ class MultilevelModel(keras.Model):
 
     @property
     def _cycle_trackers(self):
-        return self._level_loss_trackers + self._step_size_trackers
+        return (
+            self._level_loss_trackers
+            + self._step_size_trackers
+            + self._divergence_trackers
+        )
 
     @property
     def metrics(self):
@@ -358,11 +374,13 @@ class MultilevelModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         result = self._mgopt((x, y, sample_weight), top=self.active_level)
         self._loss_tracker.update_state(
-            result.loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+            _unscaled(result.loss),
+            sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
         )
         for trackers, values in (
-            (self._level_loss_trackers, result.level_losses),
+            (self._level_loss_trackers, map(_unscaled, result.level_losses)),
             (self._step_size_trackers, result.step_sizes),
+            (self._divergence_trackers, result.diverged),
         ):
             for tracker, value in zip(trackers, values):
                 if value is not None:

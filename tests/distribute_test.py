@@ -1,0 +1,127 @@
+"""Tests MultilevelModel under tf.distribute.MirroredStrategy.
+
+Two logical CPU devices must be configured before TensorFlow starts, so the
+comparison runs in a fresh Python process.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import absltest
+
+# Trains the same network on the same global batches under a 2-replica
+# MirroredStrategy and on one device, for each configuration, and prints the
+# largest relative differences of weights, optimizer states and logs.
+_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    import keras_mlres as mlres
+
+    def fine():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([
+            keras.Input((2,)),
+            keras.layers.Dense(4, activation="tanh"),
+            mlres.layers.ODEStack(
+                mlres.layers.ResidualODEBlock(4, activation="tanh"),
+                num_blocks=8, time_horizon=1.0),
+            keras.layers.Dense(3),
+        ])
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2)).astype("float32")
+    y = rng.integers(0, 3, 64)
+
+    def train(strategy, options, optimizer):
+        with strategy.scope():
+            model = mlres.MultilevelModel(fine(), **options)
+            model.compile(
+                keras.optimizers.get(optimizer),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False,
+                            verbose=0)
+        states = []
+        for level in range(model.num_levels):
+            states += [v.numpy()
+                       for v in model.hierarchy.level(level).weights]
+        for opt in [model.optimizer] + model.level_optimizers:
+            states += [v.numpy() for v in opt.variables]
+        return states, history.history
+
+    def relative(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+    results = {}
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for name, options, optimizer in json.loads(sys.argv[1]):
+        got, got_logs = train(mirrored, options, optimizer)
+        want, want_logs = train(tf.distribute.get_strategy(), options,
+                                optimizer)
+        results[name] = {
+            "replicas": mirrored.num_replicas_in_sync,
+            "states": max(relative(a, b) for a, b in zip(got, want)),
+            "logs": {key: relative(got_logs[key], want_logs[key])
+                     for key in want_logs if key != "work"},
+            "work": [got_logs["work"][-1], want_logs["work"][-1]],
+        }
+    print("RESULTS" + json.dumps(results))
+    """
+)
+
+_CASES = [
+    ("v_cycle_3_levels_adam_line_search",
+     {"num_levels": 3, "cycle": "V", "line_search": True},
+     {"class_name": "Adam", "config": {"learning_rate": 0.01}}),
+    ("w_cycle_2_levels_momentum",
+     {"num_levels": 2, "cycle": "W", "line_search": False,
+      "coarse_optimizer_state": "keep"},
+     {"class_name": "SGD", "config": {"learning_rate": 0.1, "momentum": 0.9}}),
+    ("nested_iteration",
+     {"num_levels": 3, "cycle": "none", "nested_iteration": True,
+      "max_level_epochs": 1},
+     {"class_name": "SGD", "config": {"learning_rate": 0.1}}),
+]
+
+# The cases that make coarse corrections with a line search.
+_LINE_SEARCH_CASES = {"v_cycle_3_levels_adam_line_search"}
+
+
+class MirroredStrategyTest(absltest.TestCase):
+
+    def test_two_replicas_match_one_device(self):
+        completed = subprocess.run(
+            [sys.executable, "-c", _SCRIPT, json.dumps(_CASES)],
+            capture_output=True, text=True, timeout=600,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
+        line = next(
+            l for l in completed.stdout.splitlines() if l.startswith("RESULTS")
+        )
+        results = json.loads(line[len("RESULTS"):])
+        self.assertEqual(set(results), {name for name, _, _ in _CASES})
+        for name, result in results.items():
+            with self.subTest(name):
+                self.assertEqual(result["replicas"], 2)
+                self.assertLess(result["states"], 1e-5)
+                self.assertIn("loss", result["logs"])
+                for key, error in result["logs"].items():
+                    self.assertLess(error, 1e-5, key)
+                replicated_work, work = result["work"]
+                if name in _LINE_SEARCH_CASES:
+                    # Replicas try every step size of the line search.
+                    self.assertGreater(replicated_work, work)
+                else:
+                    self.assertAlmostEqual(replicated_work, work, places=3)
+
+
+if __name__ == "__main__":
+    absltest.main()
