@@ -17,7 +17,8 @@ One cycle on level l (ALGORITHM.md section 3):
 6. prolongate the coarse correction e = P(x_{l+1} - x_{l+1}^0) and step
    x_l <- x_l + alpha e, with alpha = 1 or found by a backtracking line search
    on h_l that rejects (alpha = 0) a correction that does not decrease h_l;
-   a non-finite correction (the coarse level diverged) is always rejected;
+   the correction of a coarse level that diverged (non-finite loss or
+   correction) is always rejected;
 7. smooth: `post_smoothing` steps on h_l.
 
 With a single level (or `cycle="none"`) the "cycle" is
@@ -397,11 +398,15 @@ class MGOPT:
                 coarse_cycle,
             )
         correction = self.prolongate_correction(coarse, coarse_start.weights)
-        diverged = tf.logical_not(all_finite(correction))
+        diverged = tf.logical_not(
+            tf.logical_and(
+                tf.math.is_finite(coarse_start.value), all_finite(correction)
+            )
+        )
         coarse.discard_optimizer_state(diverged)
         self._report_divergence(index + 1, diverged)
         self._tally.step_sizes[index] = self.correct(
-            level, data, v, weights, correction, current
+            level, data, v, weights, correction, current, diverged
         )
         self.smooth(level, data, v, self.post_smoothing)
 
@@ -470,22 +475,25 @@ class MGOPT:
             subtract(read_values(coarse.variables), coarse_weights)
         )
 
-    def correct(self, level, data, v, weights, correction, current):
+    def correct(
+        self, level, data, v, weights, correction, current, diverged=False
+    ):
         """Sets the weights to `weights + alpha * correction`; returns alpha.
 
-        A correction with a non-finite entry (the coarse problem diverged,
-        e.g. its loss was NaN) is rejected: alpha = 0 and the weights are
-        restored exactly.
+        The correction of a coarse level that `diverged` (a bool tensor: its
+        loss or the correction is not finite) is rejected: alpha = 0 and the
+        weights are restored exactly.
         """
-        finite = all_finite(correction)
-        correction = [tf.where(finite, e, tf.zeros_like(e)) for e in correction]
+        correction = [
+            tf.where(diverged, tf.zeros_like(e), e) for e in correction
+        ]
         if self.line_search:
             step_size = self.backtrack(
                 level, data, v, weights, correction, current
             )
         else:
             step_size = tf.constant(1.0)
-        step_size = tf.where(finite, step_size, 0.0)
+        step_size = tf.where(diverged, 0.0, step_size)
         assign_values(level.variables, add_scaled(weights, step_size, correction))
         return step_size
 

@@ -282,5 +282,90 @@ class OptimizerStateTest(tf.test.TestCase):
             cycles.Level(1, _fine_model(), optimizer, _loss_fn)
 
 
+def _faulty_loss_fn(fault):
+    """A level loss made non-finite: `fault` is "nan", "inf" or "+inf"."""
+
+    def loss_fn(model, x, y, sample_weight):
+        loss, y_pred = _loss_fn(model, x, y, sample_weight)
+        if fault == "+inf":  # an infinite value with finite gradients
+            return loss + float("inf"), y_pred
+        return loss * float(fault), y_pred
+
+    return loss_fn
+
+
+class NumericalFaultTest(tf.test.TestCase, parameterized.TestCase):
+    """A coarse level whose loss is not finite must not reach the fine net."""
+
+    def _cycle_with_fault(self, num_levels, faulty, fault, **kw):
+        hierarchy = Hierarchy(_fine_model(), num_levels)
+        optimizers = [keras.optimizers.SGD(0.1)] + [
+            keras.optimizers.Adam(0.01) for _ in range(num_levels - 1)
+        ]
+        levels = [
+            cycles.Level(
+                index,
+                model,
+                optimizer,
+                _faulty_loss_fn(fault) if index == faulty else _loss_fn,
+            )
+            for index, (model, optimizer) in enumerate(
+                zip(hierarchy.models, optimizers)
+            )
+        ]
+        mgopt = cycles.MGOPT(hierarchy, levels, **kw)
+        return mgopt, mgopt(_batch())
+
+    @parameterized.product(
+        fault=["nan", "inf", "+inf"],
+        line_search=[True, False],
+        num_levels=[2, 3],
+        cycle=["V", "W"],
+    )
+    def test_diverged_level_one_leaves_fine_weights_as_smoothing_left_them(
+        self, fault, line_search, num_levels, cycle
+    ):
+        mgopt, result = self._cycle_with_fault(
+            num_levels, 1, fault, cycle=cycle, line_search=line_search,
+            pre_smoothing=1, post_smoothing=0,
+        )
+        # What the fine level's one smoothing step alone gives.
+        reference = _fine_model()
+        keras.optimizers.SGD(0.1).apply(
+            _gradients(reference, _batch()),
+            reference.trainable_variables,
+        )
+        self.assertAllClose(
+            mgopt.levels[0].variables, reference.trainable_variables,
+            rtol=1e-6, atol=1e-6,
+        )
+        self.assertTrue(result.diverged[0])
+        self.assertEqual(float(result.step_sizes[0]), 0.0)
+        for slot in mgopt.levels[1].optimizer.variables:
+            self.assertTrue(np.all(np.isfinite(slot)))
+
+    @parameterized.parameters(True, False)
+    def test_diverged_level_two_is_rejected_by_level_one(self, line_search):
+        mgopt, result = self._cycle_with_fault(
+            3, 2, "nan", line_search=line_search
+        )
+        self.assertTrue(result.diverged[1])
+        self.assertFalse(result.diverged[0])
+        self.assertEqual(float(result.step_sizes[1]), 0.0)
+        for level in mgopt.levels[:2]:
+            for variable in level.variables:
+                self.assertTrue(np.all(np.isfinite(variable)))
+
+    def test_finite_cycle_reports_no_divergence(self):
+        _, result = self._cycle_with_fault(3, None, "nan")
+        self.assertEqual([bool(d) for d in result.diverged], [False, False])
+
+
+def _gradients(model, data):
+    with tf.GradientTape() as tape:
+        loss, _ = _loss_fn(model, *data)
+    return tape.gradient(loss, model.trainable_variables)
+
+
 if __name__ == "__main__":
     tf.test.main()

@@ -325,6 +325,48 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(restored.get_config(), model.get_config())
 
 
+def _poison_level(model, index):
+    """Makes level `index`'s loss NaN from the next traced step on."""
+    level = model._mgopt.levels[index]
+    loss_fn = level._loss_fn
+
+    def nan_loss(*args):
+        loss, y_pred = loss_fn(*args)
+        return loss * float("nan"), y_pred
+
+    level._loss_fn = nan_loss
+
+
+class NumericalFaultTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters(False, True)
+    def test_nan_on_coarse_level_is_logged_and_kept_out(self, jit_compile):
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), num_levels=3), jit_compile=jit_compile
+        )
+        _poison_level(model, 2)
+        history = model.fit(
+            _dataset(), epochs=2,
+            callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0,
+        )
+        logs = history.history
+        self.assertLen(logs["loss"], 2)  # the fine loss stayed finite
+        self.assertEqual(logs["level_2_diverged"], [8.0, 8.0])  # every batch
+        self.assertEqual(logs["level_1_diverged"], [0.0, 0.0])
+        self.assertTrue(all(np.isfinite(logs["loss"])))
+        for variable in model.fine.weights:
+            self.assertTrue(np.all(np.isfinite(variable)))
+
+    def test_terminate_on_nan_stops_on_a_fine_nan(self):
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        _poison_level(model, 0)
+        history = model.fit(
+            _dataset(), epochs=3,
+            callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0,
+        )
+        self.assertTrue(model.stop_training)
+        self.assertLen(history.history["loss"], 1)
+
+
 class NestedIterationTest(tf.test.TestCase):
     def test_levels_move_finer_and_fine_network_holds_prolongated_weights(self):
         model = _compiled(
