@@ -1,6 +1,10 @@
-"""Keras callbacks for measuring training runs."""
+"""Keras callbacks: timing of training runs, and kill-safe backups."""
 
+import json
+import os
+import shutil
 import statistics
+import tempfile
 import time
 
 import keras
@@ -139,3 +143,101 @@ class WallClock(keras.callbacks.Callback):
             excess = intervals[0] - statistics.median(intervals[1:])
             self._epoch_excess[kind] = excess
         self._batch_starts = []
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` whose backups survive a kill.
+
+    Keras writes the backup's weights file and its metadata (the epoch) in
+    place, one after the other, so a process killed while it writes leaves
+    a truncated file, or new weights beside an old epoch. This callback
+    writes each backup into a fresh directory and renames it into place:
+    `backup_dir/checkpoint` always holds a complete, consistent backup (the
+    previous one until the new one is complete). A backup holds everything
+    `save_weights` writes: for a `MultilevelModel` the fine network, every
+    level's optimizer state, `work` and the nested-iteration schedule.
+
+    Resuming is exact (the same final weights as an uninterrupted run) with
+    `save_freq="epoch"` when each epoch's data order does not depend on the
+    epochs before it (no shuffling, or a shuffle seeded per epoch): a killed
+    epoch is run again from its start. With an integer `save_freq`, Keras
+    restores the weights of the last backup but still starts that epoch from
+    its first batch.
+
+    Args:
+        backup_dir: As in `keras.callbacks.BackupAndRestore`; a local path.
+        save_freq: As in `keras.callbacks.BackupAndRestore`.
+        delete_checkpoint: As in `keras.callbacks.BackupAndRestore`.
+
+    Example:
+
+    >>> model.fit(train_ds, epochs=50, callbacks=[
+    ...     keras_mlres.callbacks.BackupAndRestore("/tmp/backup")])
+    """
+
+    _CHECKPOINT = "checkpoint"
+
+    def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True):
+        super().__init__(
+            backup_dir, save_freq=save_freq, delete_checkpoint=delete_checkpoint
+        )
+        checkpoint = os.path.join(backup_dir, self._CHECKPOINT)
+        self._weights_path = os.path.join(checkpoint, "latest.weights.h5")
+        self._training_metadata_path = os.path.join(
+            checkpoint, "training_metadata.json"
+        )
+
+    def on_train_begin(self, logs=None):
+        self._recover()
+        super().on_train_begin(logs)
+
+    def _recover(self):
+        """Finishes or discards a backup that a kill interrupted."""
+        if not os.path.isdir(self.backup_dir):
+            return
+        checkpoint = os.path.join(self.backup_dir, self._CHECKPOINT)
+        for name in sorted(os.listdir(self.backup_dir)):
+            path = os.path.join(self.backup_dir, name)
+            if name.startswith(f"{self._CHECKPOINT}.partial-"):
+                shutil.rmtree(path)  # killed while writing: incomplete
+            elif name.startswith(f"{self._CHECKPOINT}.previous-"):
+                if os.path.exists(checkpoint):
+                    shutil.rmtree(path)
+                else:  # killed between the two renames of `_save_model`
+                    os.rename(path, checkpoint)
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        checkpoint = os.path.join(self.backup_dir, self._CHECKPOINT)
+        partial = tempfile.mkdtemp(
+            prefix=f"{self._CHECKPOINT}.partial-", dir=self.backup_dir
+        )
+        self.model.save_weights(
+            os.path.join(partial, "latest.weights.h5"), overwrite=True
+        )
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        with open(os.path.join(partial, "training_metadata.json"), "w") as f:
+            json.dump(metadata, f)
+        _sync_directory(partial)
+        previous = None
+        if os.path.exists(checkpoint):
+            previous = f"{partial.replace('.partial-', '.previous-')}"
+            os.rename(checkpoint, previous)
+        os.rename(partial, checkpoint)
+        _sync_directory(self.backup_dir)
+        if previous:
+            shutil.rmtree(previous)
+
+
+def _sync_directory(path):
+    """Flushes a directory's files and entries to disk before a rename."""
+    for name in os.listdir(path):
+        child = os.path.join(path, name)
+        if os.path.isfile(child):
+            with open(child, "rb") as f:
+                os.fsync(f.fileno())
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

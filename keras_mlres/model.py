@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mlres import _validation
 from keras_mlres import cycles
 from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_count
@@ -126,6 +127,19 @@ class MultilevelModel(keras.Model):
             coarse_optimizer_state,
             cycles.OPTIMIZER_STATES,
         )
+        if max_level_epochs is not None and not nested_iteration:
+            raise ValueError(
+                "`max_level_epochs` limits the epochs per coarse level of "
+                "nested iteration, but nested_iteration=False. Set "
+                "nested_iteration=True or drop max_level_epochs."
+            )
+        if cycle == "none" and num_levels > 1 and not nested_iteration:
+            raise ValueError(
+                f"cycle='none' makes no coarse corrections, and without "
+                f"nested_iteration the {num_levels - 1} coarse level(s) would "
+                "never be used. Set nested_iteration=True, choose a cycle "
+                "('V', 'W', 'F'), or use num_levels=1."
+            )
         if num_levels == 1 and pre_smoothing + post_smoothing == 0:
             raise ValueError(
                 "With num_levels=1 the cycle is pre_smoothing + "
@@ -152,6 +166,17 @@ class MultilevelModel(keras.Model):
         self.level_patience = level_patience
         self.max_level_epochs = max_level_epochs
         self.active_level = num_levels - 1 if self.nested_iteration else 0
+        # Nested iteration's schedule lives in variables, so that checkpoints
+        # (BackupAndRestore, save_weights, .keras files) carry it: the active
+        # level, its epochs so far, its epochs without improvement, and the
+        # best monitored loss.
+        self.nested_schedule = keras.Variable(
+            [self.active_level, 0, 0], trainable=False, dtype="int32",
+            name="nested_schedule",
+        )
+        self.nested_best = keras.Variable(
+            np.inf, trainable=False, dtype="float64", name="nested_best"
+        )
         self.level_optimizers = None
         self._mgopt = None
         self._level_loss_trackers = [
@@ -230,8 +255,11 @@ class MultilevelModel(keras.Model):
             **kwargs: Passed to `keras.Model.compile` (`loss`, `metrics`,
                 `jit_compile`, ...).
         """
+        optimizer = _validation.check_optimizer(optimizer)
+        _validation.check_loss(kwargs.get("loss"))
+        level_optimizers = self._coarse_optimizers(optimizer, level_optimizers)
         super().compile(optimizer, *args, **kwargs)
-        self.level_optimizers = self._coarse_optimizers(level_optimizers)
+        self.level_optimizers = level_optimizers
         self._mgopt = self._build_mgopt()
 
     def get_compile_config(self):
@@ -246,12 +274,12 @@ class MultilevelModel(keras.Model):
     def compile_from_config(self, config):
         self.compile(**keras.saving.deserialize_keras_object(config))
 
-    def _coarse_optimizers(self, level_optimizers):
+    def _coarse_optimizers(self, fine_optimizer, level_optimizers):
         num_coarse = self.num_levels - 1
         if level_optimizers is None:
-            config = self.optimizer.get_config()
+            config = fine_optimizer.get_config()
             return [
-                type(self.optimizer).from_config(dict(config))
+                type(fine_optimizer).from_config(dict(config))
                 for _ in range(num_coarse)
             ]
         if not isinstance(level_optimizers, (list, tuple)) or (
@@ -263,8 +291,11 @@ class MultilevelModel(keras.Model):
                 f"{num_coarse}; the fine level uses `optimizer`. Received: "
                 f"level_optimizers={level_optimizers!r}"
             )
-        optimizers = [keras.optimizers.get(o) for o in level_optimizers]
-        seen = {id(self.optimizer)}
+        optimizers = [
+            _validation.check_optimizer(o, f"level_optimizers[{i}]")
+            for i, o in enumerate(level_optimizers)
+        ]
+        seen = {id(fine_optimizer)}
         for level, optimizer in enumerate(optimizers, start=1):
             if id(optimizer) in seen:
                 raise ValueError(
@@ -391,41 +422,70 @@ class MultilevelModel(keras.Model):
         logs["level"] = tf.constant(self.active_level)
         return logs
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """Trains the model, as `keras.Model.fit`.
 
         With `nested_iteration=True` the first `fit` trains the levels from
         the coarsest up (see the class docstring); the `level` log says which
         level each epoch trained.
+
+        Before anything changes, the training data is checked against the
+        fine network (input shapes and dtypes, an empty data set, sparse
+        labels outside the classifier's classes); a problem raises a
+        `ValueError` that names it and the fix.
         """
+        if self.compiled:
+            _validation.check_training_data(self.fine, self.loss, x, y)
         if self.active_level > 0:
             callbacks = [_NestedIteration(self)] + list(callbacks or [])
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     def sync_fine_weights(self):
         """Prolongates the active level's weights up to the fine network."""
         for level in range(self.active_level, 0, -1):
             self.hierarchy.prolongate(level)
 
+    def resume_schedule(self):
+        """Continues nested iteration where `nested_schedule` says it is.
+
+        The fine network is the state that checkpoints hold; the active
+        level's weights are restricted from it (exactly the level's own
+        weights when `R P = I`, as for the default operators). Called when
+        `fit` starts, after callbacks such as `BackupAndRestore` restored the
+        variables.
+        """
+        level = int(self.nested_schedule[0])
+        for finer in range(level):
+            self.hierarchy.restrict(finer)
+        if level != self.active_level:
+            self.active_level = level
+            self.make_train_function(force=True)
+
     def move_finer(self):
         """Makes the next finer level the active one (nested iteration)."""
         self.sync_fine_weights()
         self.active_level -= 1
+        self.nested_schedule.assign([self.active_level, 0, 0])
         self.make_train_function(force=True)
 
 
 class _NestedIteration(keras.callbacks.Callback):
-    """Moves `fit` from the coarsest level up, keeping the fine net in sync."""
+    """Moves `fit` from the coarsest level up, keeping the fine net in sync.
+
+    Its state is the model's `nested_schedule` and `nested_best` variables.
+    """
 
     def __init__(self, model):
         super().__init__()
         self._multilevel = model
-        self._best = float("inf")
-        self._epochs_on_level = 0
-        self._epochs_without_improvement = 0
         self._synced = False
+        self._started = False
 
     def on_epoch_begin(self, epoch, logs=None):
+        # After every on_train_begin, so after BackupAndRestore restored.
+        if not self._started:
+            self._multilevel.resume_schedule()
+            self._started = True
         self._synced = False
 
     def on_test_begin(self, logs=None):
@@ -446,16 +506,16 @@ class _NestedIteration(keras.callbacks.Callback):
             self._sync()
         logs = logs or {}
         monitored = logs.get("val_loss", logs.get("loss", float("inf")))
-        self._epochs_on_level += 1
-        if monitored < self._best:
-            self._best = monitored
-            self._epochs_without_improvement = 0
+        level, epochs_on_level, stale_epochs = model.nested_schedule.numpy()
+        epochs_on_level += 1
+        if monitored < float(model.nested_best.numpy()):
+            model.nested_best.assign(monitored)
+            stale_epochs = 0
         else:
-            self._epochs_without_improvement += 1
-        if self._epochs_without_improvement >= model.level_patience or (
+            stale_epochs += 1
+        model.nested_schedule.assign([level, epochs_on_level, stale_epochs])
+        if stale_epochs >= model.level_patience or (
             model.max_level_epochs is not None
-            and self._epochs_on_level >= model.max_level_epochs
+            and epochs_on_level >= model.max_level_epochs
         ):
             model.move_finer()
-            self._epochs_on_level = 0
-            self._epochs_without_improvement = 0

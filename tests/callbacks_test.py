@@ -1,6 +1,14 @@
-"""Tests of `keras_mlres.callbacks.WallClock`."""
+"""Tests of `keras_mlres.callbacks`: WallClock and BackupAndRestore."""
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
 from unittest import mock
+
+from absl.testing import parameterized
 
 import keras
 import numpy as np
@@ -84,6 +92,117 @@ class WallClockFitTest(tf.test.TestCase):
         model.fit(_data(), epochs=1, callbacks=[clock], verbose=0)
         self.assertLen(clock.epoch_times, 1)
         self.assertLen(clock.compile_times, 1)
+
+
+# Trains a MultilevelModel with keras_mlres.callbacks.BackupAndRestore and
+# writes the final weights; argv: backup dir, output .npz, scheme (JSON), and
+# optionally where to SIGKILL itself: "batch:EPOCH:BATCH" (mid-epoch) or
+# "backup:N" (while writing the N-th backup, after a partial weights file).
+_TRAINING_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import keras
+    import numpy as np
+    import keras_mlres as mlres
+
+    backup_dir, output, scheme = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    kill = sys.argv[4].split(":") if len(sys.argv) > 4 else [None]
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 2)).astype("float32")
+    y = (x[:, 0] * x[:, 1] > 0).astype("int32")
+    fine = mlres.models.dense_ode_resnet((2,), 2, width=4, num_blocks=8)
+    model = mlres.MultilevelModel(fine, **scheme)
+    model.compile(keras.optimizers.Adam(0.02),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if kill[0] == "batch" and (self.epoch, batch) == (
+                    int(kill[1]), int(kill[2])):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    if kill[0] == "backup":
+        save_weights, backups = model.save_weights, []
+
+        def dying_save_weights(path, **kwargs):
+            save_weights(path, **kwargs)
+            backups.append(path)
+            if len(backups) == int(kill[1]):
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        model.save_weights = dying_save_weights
+
+    model.fit(x, y, batch_size=16, epochs=6, shuffle=False, verbose=0,
+              callbacks=[mlres.callbacks.BackupAndRestore(backup_dir), Kill()])
+    arrays = [v.numpy() for v in model.weights]
+    for optimizer in [model.optimizer] + model.level_optimizers:
+        arrays += [v.numpy() for v in optimizer.variables]
+    np.savez(output, *arrays)
+    """
+)
+
+_SCHEMES = {
+    "v_cycle_coarse_state_kept": dict(
+        num_levels=3, cycle="V", coarse_optimizer_state="keep"
+    ),
+    "nested_iteration": dict(
+        num_levels=3, cycle="V", nested_iteration=True, max_level_epochs=2
+    ),
+}
+
+
+class BackupAndRestoreTest(tf.test.TestCase, parameterized.TestCase):
+    def _train(self, name, scheme, kill=None):
+        directory = tempfile.mkdtemp(dir=self.get_temp_dir())
+        backup = os.path.join(directory, "backup")
+        output = os.path.join(directory, f"{name}.npz")
+        command = [sys.executable, "-c", _TRAINING_SCRIPT, backup, output,
+                   json.dumps(scheme)]
+        completed = subprocess.run(
+            command + ([kill] if kill else []),
+            capture_output=True, text=True, timeout=300,
+        )
+        return command, completed, backup, output
+
+    @parameterized.product(
+        scheme=list(_SCHEMES),
+        kill=["batch:3:2", "backup:3"],
+    )
+    def test_killed_run_resumes_to_the_uninterrupted_weights(
+        self, scheme, kill
+    ):
+        options = _SCHEMES[scheme]
+        _, completed, _, expected = self._train("uninterrupted", options)
+        self.assertEqual(completed.returncode, 0, completed.stderr[-2000:])
+        command, killed, backup, output = self._train("resumed", options, kill)
+        self.assertEqual(killed.returncode, -9, killed.stderr[-2000:])
+        self.assertFalse(os.path.exists(output))
+        checkpoint = os.path.join(backup, "checkpoint")
+        with open(os.path.join(checkpoint, "training_metadata.json")) as f:
+            # Epochs 0-2 were backed up; a kill while writing the third
+            # backup leaves the second.
+            epochs_done = 3 if kill.startswith("batch") else 2
+            self.assertEqual(json.load(f)["epoch"], epochs_done)
+        leftovers = sorted(set(os.listdir(backup)) - {"checkpoint"})
+        if kill.startswith("backup"):  # the incomplete backup beside it
+            self.assertLen(leftovers, 1)
+            self.assertStartsWith(leftovers[0], "checkpoint.partial-")
+        else:
+            self.assertEmpty(leftovers)
+        resumed = subprocess.run(command, capture_output=True, text=True,
+                                 timeout=300)
+        self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
+        self.assertFalse(os.path.exists(backup))  # deleted when fit ends
+        with np.load(expected) as want, np.load(output) as got:
+            self.assertEqual(len(want.files), len(got.files))
+            for key in want.files:
+                self.assertAllEqual(got[key], want[key], msg=key)
 
 
 class WallClockEstimateTest(tf.test.TestCase):

@@ -367,6 +367,45 @@ class NumericalFaultTest(tf.test.TestCase, parameterized.TestCase):
         self.assertLen(history.history["loss"], 1)
 
 
+# Trains twice in one process with op determinism on; prints whether the
+# weights are bitwise equal. Op determinism is process-wide, hence a process.
+_DETERMINISM_SCRIPT = """
+import sys
+import keras, numpy as np, tensorflow as tf
+import keras_mlres as mlres
+tf.config.experimental.enable_op_determinism()
+
+def train():
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 2)).astype("float32")
+    y = (x[:, 0] * x[:, 1] > 0).astype("int32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(256).batch(32)
+    fine = mlres.models.dense_ode_resnet((2,), 2, width=8, num_blocks=8)
+    model = mlres.MultilevelModel(fine, num_levels=3, cycle="W")
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=sys.argv[1] == "xla")
+    model.fit(data, epochs=3, verbose=0)
+    return [v.numpy() for v in model.weights]
+
+first, second = train(), train()
+print("IDENTICAL" if all(np.array_equal(a, b) for a, b in zip(first, second))
+      else "DIFFERENT")
+"""
+
+
+class DeterminismTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters("xla", "no_xla")
+    def test_seeded_runs_give_identical_weights(self, compiler):
+        completed = subprocess.run(
+            [sys.executable, "-c", _DETERMINISM_SCRIPT, compiler],
+            capture_output=True, text=True, timeout=300,
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr[-2000:])
+        self.assertIn("IDENTICAL", completed.stdout)
+
+
 class NestedIterationTest(tf.test.TestCase):
     def test_levels_move_finer_and_fine_network_holds_prolongated_weights(self):
         model = _compiled(
