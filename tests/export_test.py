@@ -293,7 +293,7 @@ def _rewrite_metadata(path, **changes):
 
 def _corrupt_consistently(path):
     """A damaged SavedModel whose manifest matches (e.g. a TF mismatch)."""
-    _flip_byte(path, "saved_model.pb")
+    _truncate(path, "saved_model.pb")  # cuts into the one meta_graphs field
     with open(os.path.join(path, export.METADATA_FILE)) as file:
         metadata = json.load(file)
     del metadata["files"], metadata["keras_mlres_version"]
