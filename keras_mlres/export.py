@@ -270,12 +270,11 @@ def read_metadata(filepath):
     check_compatible(
         metadata.get("keras_mlres_version"), f"The export at '{path}'"
     )
-    problems = [
-        f"{name} {problem}"
-        for name, recorded in sorted(files.items())
-        for problem in [_file_problem(os.path.join(path, name), recorded)]
-        if problem
-    ]
+    problems = []
+    for name, recorded in sorted(files.items()):
+        problem = _file_problem(os.path.join(path, name), recorded)
+        if problem:
+            problems.append(f"{name} {problem}")
     if problems:
         raise InvalidExportError(
             f"The export at '{path}' is damaged: " + "; ".join(problems)
@@ -444,12 +443,12 @@ def _write_atomically(filepath, write, metadata, verbose):
         metadata: The `_describe` dict to record with the file manifest.
         verbose: Whether to print where the export was written.
     """
-    target = os.path.abspath(os.fspath(filepath))
     if "://" in os.fspath(filepath):
         raise ValueError(
             f"Exports are written to local directories (atomically), but "
             f"received '{filepath}'. Export to a local path, then copy it."
         )
+    target = os.path.abspath(os.fspath(filepath))
     if os.path.exists(target) and not os.path.isdir(target):
         raise FileExistsError(
             f"'{target}' is a file; an export is a directory. Choose another "
