@@ -34,7 +34,15 @@ setuptools.setup(
         "importlib_resources",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "dill"],
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3",
+            "dill",
+            # tests/notebooks_test.py runs the Colab tutorials headless.
+            "nbclient>=0.7",
+            "nbformat>=5",
+            "ipykernel>=6",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -9,9 +9,11 @@ trains the deep network with nonlinear multigrid (MG/OPT) cycles over depth.
 from keras_mlres import callbacks
 from keras_mlres import cycles
 from keras_mlres import datasets
+from keras_mlres import export
 from keras_mlres import layers
 from keras_mlres import models
 from keras_mlres import transfer
+from keras_mlres.export import load_model
 from keras_mlres.hierarchy import Hierarchy
 from keras_mlres.model import MultilevelModel
 from keras_mlres.version import __version__

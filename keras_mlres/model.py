@@ -6,9 +6,12 @@ import tensorflow as tf
 
 from keras_mlres import _validation
 from keras_mlres import cycles
+from keras_mlres import export as export_lib
 from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_count
 from keras_mlres.hierarchy import Hierarchy
+from keras_mlres.version import __version__
+from keras_mlres.version import check_compatible
 
 
 def _unscaled(loss):
@@ -215,31 +218,49 @@ class MultilevelModel(keras.Model):
                 "nested_iteration": self.nested_iteration,
                 "level_patience": self.level_patience,
                 "max_level_epochs": self.max_level_epochs,
+                "keras_mlres_version": __version__,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Creates the model from `get_config()`; checks its version."""
+        config = dict(config)
+        check_compatible(
+            config.pop("keras_mlres_version", None),
+            f"The config of MultilevelModel '{config.get('name')}'",
+        )
+        return cls(**config)
 
     def call(self, inputs, training=None):
         return self.fine(inputs, training=training)
 
     def export(self, filepath, format="tf_saved_model", verbose=None,
-               input_signature=None, **kwargs):
-        """Exports the fine network for inference, as `keras.Model.export`.
+               input_signature=None, level=0, **kwargs):
+        """Exports the fine network (or a coarser level) for inference.
 
-        The artifact holds the fine network only (what a user serves); the
-        coarse levels and the cycle are training machinery.
+        The artifact holds one network (what a user serves); the other
+        levels and the cycle are training machinery. SavedModels are
+        written beside `filepath` and moved into place when complete; load
+        them with `keras_mlres.export.load`. See
+        `keras_mlres.export.export_model`.
 
         Args:
             filepath: Where to write the artifact.
-            format: As in `keras.Model.export` (default `"tf_saved_model"`,
-                with a `serve` endpoint and a `serving_default` signature).
+            format: `"tf_saved_model"` (default, with a `serve` endpoint and
+                a `serving_default` signature), `"hub"` (a reusable
+                SavedModel that can be fine-tuned after loading, see
+                `keras_mlres.export.export_hub_module`), or another
+                `keras.Model.export` format.
             verbose: As in `keras.Model.export`.
             input_signature: As in `keras.Model.export`; defaults to the
-                fine network's inputs.
+                network's inputs.
+            level: The level to export; 0 (default) is the fine network.
             **kwargs: Passed to `keras.Model.export`.
         """
-        return self.fine.export(
-            filepath, format=format, verbose=verbose,
+        return export_lib.export_model(
+            self, filepath, format=format, level=level, verbose=verbose,
             input_signature=input_signature, **kwargs,
         )
 
