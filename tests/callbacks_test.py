@@ -94,9 +94,9 @@ class WallClockFitTest(tf.test.TestCase):
         self.assertLen(clock.compile_times, 1)
 
 
-# Trains a MultilevelModel with keras_mlres.callbacks.BackupAndRestore and
-# writes the final weights; argv: backup dir, output .npz, scheme (JSON), and
-# optionally where to SIGKILL itself: "batch:EPOCH:BATCH" (mid-epoch) or
+# Trains a MultilevelModel with a BackupAndRestore callback and writes the
+# final weights; argv: backup dir, output .npz, scheme (JSON), the callback's
+# package ("mlres" or "keras"), and optionally where to SIGKILL itself: "batch:EPOCH:BATCH" (mid-epoch) or
 # "backup:N" (while writing the N-th backup, after a partial weights file).
 _TRAINING_SCRIPT = textwrap.dedent(
     """
@@ -105,8 +105,9 @@ _TRAINING_SCRIPT = textwrap.dedent(
     import numpy as np
     import keras_mlres as mlres
 
-    backup_dir, output, scheme = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    kill = sys.argv[4].split(":") if len(sys.argv) > 4 else [None]
+    backup_dir, output, scheme, callbacks = sys.argv[1:5]
+    scheme = json.loads(scheme)
+    kill = sys.argv[5].split(":") if len(sys.argv) > 5 else [None]
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 2)).astype("float32")
@@ -139,7 +140,8 @@ _TRAINING_SCRIPT = textwrap.dedent(
         model.save_weights = dying_save_weights
 
     model.fit(x, y, batch_size=16, epochs=6, shuffle=False, verbose=0,
-              callbacks=[mlres.callbacks.BackupAndRestore(backup_dir), Kill()])
+              callbacks=[{"keras": keras, "mlres": mlres}[callbacks]
+                         .callbacks.BackupAndRestore(backup_dir), Kill()])
     arrays = [v.numpy() for v in model.weights]
     for optimizer in [model.optimizer] + model.level_optimizers:
         arrays += [v.numpy() for v in optimizer.variables]
@@ -158,12 +160,12 @@ _SCHEMES = {
 
 
 class BackupAndRestoreTest(tf.test.TestCase, parameterized.TestCase):
-    def _train(self, name, scheme, kill=None):
+    def _train(self, name, scheme, kill=None, callbacks="mlres"):
         directory = tempfile.mkdtemp(dir=self.get_temp_dir())
         backup = os.path.join(directory, "backup")
         output = os.path.join(directory, f"{name}.npz")
         command = [sys.executable, "-c", _TRAINING_SCRIPT, backup, output,
-                   json.dumps(scheme)]
+                   json.dumps(scheme), callbacks]
         completed = subprocess.run(
             command + ([kill] if kill else []),
             capture_output=True, text=True, timeout=300,
@@ -199,10 +201,29 @@ class BackupAndRestoreTest(tf.test.TestCase, parameterized.TestCase):
                                  timeout=300)
         self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
         self.assertFalse(os.path.exists(backup))  # deleted when fit ends
+        self._assert_same_arrays(output, expected)
+
+    def _assert_same_arrays(self, output, expected):
         with np.load(expected) as want, np.load(output) as got:
             self.assertEqual(len(want.files), len(got.files))
             for key in want.files:
                 self.assertAllEqual(got[key], want[key], msg=key)
+
+    def test_keras_callback_resumes_a_run_killed_mid_epoch(self):
+        # Keras's own callback saves the same state (not atomically).
+        options = _SCHEMES["nested_iteration"]
+        _, completed, _, expected = self._train(
+            "uninterrupted", options, callbacks="keras"
+        )
+        self.assertEqual(completed.returncode, 0, completed.stderr[-2000:])
+        command, killed, _, output = self._train(
+            "resumed", options, "batch:3:2", callbacks="keras"
+        )
+        self.assertEqual(killed.returncode, -9, killed.stderr[-2000:])
+        resumed = subprocess.run(command, capture_output=True, text=True,
+                                 timeout=300)
+        self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
+        self._assert_same_arrays(output, expected)
 
 
 class WallClockEstimateTest(tf.test.TestCase):
