@@ -13,9 +13,10 @@ label is the kind of shape, one of 6 (`CLASSES`):
 
 Images are uint8 grayscale, `(28, 28, 1)` (`shapes/28`, the default) or
 `(32, 32, 1)` (`shapes/32`); classes are exactly balanced (up to one image).
-It is a small, offline image task for convolutional ODE-ResNets: the shapes
-differ in their outlines, not in their brightness or size, and noise and
-rotation keep a linear classifier of the pixels far from perfect.
+It is a small, offline image task for convolutional ODE-ResNets: the classes
+differ in their outlines; brightness, background, size and position are drawn
+independently of the class (only the shapes' areas differ a little, a weak
+cue), and every shape is rotated at random and drawn in pixel noise.
 """
 
 import dataclasses
