@@ -211,10 +211,19 @@ def _default_output_dir(dataset):
     return os.path.join("runs", f"{dataset.replace('/', '_')}-{stamp}")
 
 
-def _validation_split():
-    """`"validation"`, or `"test"` for data sets without one (mnist, ...)."""
+def validation_split(name, data_dir=None):
+    """Returns the split a data set is validated on.
+
+    Args:
+        name: The data set name, as for `datasets.load`.
+        data_dir: The TFDS data directory.
+
+    Returns:
+        `"validation"`, or `"test"` for a data set without a validation split
+        (`mnist`, `cifar10`, ...).
+    """
     try:
-        builder = tfds.builder(_DATASET.value, data_dir=_DATA_DIR.value)
+        builder = tfds.builder(name, data_dir=data_dir)
     except Exception:  # An unknown name: `datasets.load` explains it.
         return "validation"
     splits = builder.info.splits
@@ -230,7 +239,7 @@ def _load():
     return datasets.load(
         _DATASET.value,
         batch_size=_BATCH_SIZE.value,
-        split=("train", _validation_split()),
+        split=("train", validation_split(_DATASET.value, _DATA_DIR.value)),
         data_dir=_DATA_DIR.value,
         seed=_SEED.value,
         with_info=True,
