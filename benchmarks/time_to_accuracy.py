@@ -1,7 +1,10 @@
 """Time-to-accuracy benchmark: multilevel training vs plain `model.fit`.
 
-For each task (a locally generated tfds data set) and seed, trains the same
-dense ODE-ResNet with plain single-level `fit` (one optimizer step per batch)
+For each task (a locally generated tfds data set, or an image data set such
+as mnist or cifar10 prepared in --data_dir) and seed, trains the same
+ODE-ResNet (`keras_mlres.train.fine_network`: a dense one for the point sets,
+a conv one of --stages stages for images such as `shapes`) with plain
+single-level `fit` (one optimizer step per batch)
 and with the library's default multilevel scheme, each over the same
 learning-rate sweep of SGD with momentum and Adam. The baseline (and,
 separately, the multilevel method) is the configuration with the shortest
@@ -22,6 +25,8 @@ and a JSON file of every run.
 Usage:
     python benchmarks/time_to_accuracy.py              # the full benchmark
     python benchmarks/time_to_accuracy.py --quick      # a smoke run
+    python benchmarks/time_to_accuracy.py --tasks shapes --image_width 8 \
+        --blocks 16 --output benchmarks/RESULTS_shapes.md   # the image task
 """
 
 import argparse
@@ -42,6 +47,8 @@ from keras_mlres.callbacks import WallClock  # noqa: E402
 from keras_mlres.train import BASELINE_SCHEME  # noqa: E402
 from keras_mlres.train import DEFAULT_SCHEME  # noqa: E402
 from keras_mlres.train import OPTIMIZERS  # noqa: E402
+from keras_mlres.train import fine_network  # noqa: E402
+from keras_mlres.train import validation_split  # noqa: E402
 
 LEARNING_RATES = {"sgd": (0.03, 0.1, 0.3), "adam": (3e-3, 1e-2, 3e-2)}
 ABLATION = {
@@ -107,20 +114,24 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     if key in args.recorded:
         return args.recorded[key]
     (train_ds, val_ds), info = data
+    features_key, label_key = info.supervised_keys
+    input_shape = info.features[features_key].shape
     keras.utils.set_random_seed(seed)
-    fine = mlres.models.dense_ode_resnet(
-        info.features["features"].shape,
-        info.features["label"].num_classes,
-        width=args.width,
+    fine = fine_network(
+        input_shape,
+        info.features[label_key].num_classes,
+        width=args.width if len(input_shape) == 1 else args.image_width,
         num_blocks=blocks,
         time_horizon=args.time_horizon,
+        num_stages=args.stages,
+        batch_norm=args.batch_norm,
     )
     model = mlres.MultilevelModel(fine, **scheme)
     model.compile(
         optimizer=OPTIMIZERS[optimizer](learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=True,
+        jit_compile=not args.no_xla,
         steps_per_execution=args.steps_per_execution,
     )
     clock = WallClock()
@@ -327,7 +338,18 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--blocks", type=int, default=64)
     parser.add_argument("--depths", default="32,64,128,256")
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--width", type=int, default=16,
+                        help="width of the dense networks (point sets)")
+    parser.add_argument("--image_width", type=int, default=8,
+                        help="filters of the first stage of image networks")
+    parser.add_argument("--stages", type=int, default=2,
+                        help="stages of image networks (filters double)")
+    parser.add_argument("--batch_norm", action="store_true",
+                        help="batch normalization in image networks' blocks")
+    parser.add_argument("--no_xla", action="store_true",
+                        help="train both methods without XLA (jit_compile)")
+    parser.add_argument("--train_examples", type=int, default=None,
+                        help="train on the first N training examples only")
     parser.add_argument("--time_horizon", type=float, default=4.0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch_size", type=int, default=100)
@@ -355,8 +377,10 @@ def main(argv=None):
                     run.seed, run.blocks
                 ] = run
     if args.quick:
-        args.tasks, args.seeds, args.blocks, args.depths = "spiral", 1, 8, "8"
+        args.tasks, args.seeds = "spiral,shapes", 1
+        args.blocks, args.depths = 8, "8"
         args.epochs, args.learning_rates, args.optimizers = 2, 1, "adam"
+        args.image_width, args.train_examples = 4, 1000
     args.optimizers = args.optimizers.split(",")
     tasks = args.tasks.split(",")
     # RESULTS.md keeps its plots and runs in results/, RESULTS_x.md in
@@ -369,7 +393,12 @@ def main(argv=None):
     scheme = dict(DEFAULT_SCHEME)
     data = {
         task: mlres.datasets.load(
-            task, batch_size=args.batch_size, split=("train", "validation"),
+            task, batch_size=args.batch_size,
+            split=(
+                "train" if args.train_examples is None
+                else f"train[:{args.train_examples}]",
+                validation_split(task, args.data_dir),
+            ),
             data_dir=args.data_dir, with_info=True,
         )
         for task in tasks
@@ -404,11 +433,16 @@ def main(argv=None):
             )
         ) + "`",
         "",
-        f"Network: dense ODE-ResNet, width {args.width}, T = "
-        f"{args.time_horizon}, K = {args.blocks} blocks (depth scaling: K = "
-        f"{args.depths}); batch {args.batch_size}; {args.epochs} epochs; "
+        f"Network: dense ODE-ResNet of width {args.width} for point sets, "
+        f"conv ODE-ResNet of {args.stages} stages from {args.image_width} "
+        f"filters (batch norm {'on' if args.batch_norm else 'off'}) for "
+        f"images; T = {args.time_horizon}, K = {args.blocks} blocks per stage "
+        f"(depth scaling: K = {args.depths}); batch {args.batch_size}; "
+        f"training examples: {args.train_examples or 'all'}; "
+        f"{args.epochs} epochs; "
         f"steps_per_execution {args.steps_per_execution}; "
-        f"{args.seeds} seeds; XLA on. Sweep (both methods): "
+        f"{args.seeds} seeds; XLA {'off' if args.no_xla else 'on'}. Sweep "
+        "(both methods): "
         + ", ".join(
             f"{o} lr {LEARNING_RATES[o][: args.learning_rates]}"
             for o in args.optimizers

@@ -49,6 +49,13 @@ class Hierarchy:
     through unchanged. Creating the hierarchy restricts the fine weights down
     to every coarse level.
 
+    Non-trainable per-block stage state (the moving statistics of
+    batch-normalized blocks) belongs to each level: creating the hierarchy
+    restricts it once, after which every level updates its own in its
+    training-mode forward passes; `prolongate` (nested iteration) carries it
+    up to the finer level with the weights. `restrict` and the cycle's
+    transfers leave it alone.
+
     Args:
         model: A built Sequential or functional `keras.Model` containing one
             or more `ODEStack` layers at its top level.
@@ -95,7 +102,7 @@ class Hierarchy:
         self._stage_mask = self._find_stage_variables()
         for level in range(num_levels - 1):
             self.restrict(level)
-            self._restrict_frozen_stages(level)
+            self._restrict_untransferred_stage_variables(level)
 
     @staticmethod
     def _check_arguments(
@@ -286,23 +293,39 @@ class Hierarchy:
         )
         return restricted
 
-    def _restrict_frozen_stages(self, level):
-        """Restricts frozen stages once: they are not trainable variables,
-        and since they never change, the cycle need not restrict them."""
+    def _restrict_untransferred_stage_variables(self, level):
+        """Restricts, once, the stage variables the cycle does not transfer.
+
+        These are the non-trainable per-block state of every stage (e.g.
+        batch-norm moving statistics, which each level then updates on its
+        own) and the weights of frozen stages (which never change).
+        """
         for fine, coarse in zip(self._stages[level], self._stages[level + 1]):
+            pairs = [
+                (fine.stacked_state[key], coarse.stacked_state[key])
+                for key in fine.stacked_state
+            ]
             if not fine.trainable:
-                for key, weight in fine.stacked_weights.items():
-                    coarse.stacked_weights[key].assign(
-                        transfer.restrict(
-                            weight, self.coarsening_factor, self.restriction
-                        )
+                pairs += [
+                    (fine.stacked_weights[key], coarse.stacked_weights[key])
+                    for key in fine.stacked_weights
+                ]
+            for fine_variable, coarse_variable in pairs:
+                coarse_variable.assign(
+                    transfer.restrict(
+                        fine_variable, self.coarsening_factor, self.restriction
                     )
+                )
 
     def prolongate(self, level):
         """Assigns the prolongated weights of `level` to level `level - 1`.
 
         This is the nested-iteration (full multigrid) step: a trained coarse
-        network becomes the initial guess of the finer one.
+        network becomes the initial guess of the finer one. The stages'
+        non-trainable per-block state (batch-norm moving statistics) is
+        prolongated too, piecewise constant in time whatever `interpolation`
+        is (linear extrapolation could make a variance negative), so that the
+        finer network is ready for inference.
 
         Args:
             level: The coarser of the two levels.
@@ -314,6 +337,11 @@ class Hierarchy:
         _assign_stage_positions(
             self.trainable_variables(level - 1), prolongated, self._stage_mask
         )
+        for fine, coarse in zip(self._stages[level - 1], self._stages[level]):
+            for key, state in coarse.stacked_state.items():
+                fine.stacked_state[key].assign(
+                    transfer.prolongate(state, self.coarsening_factor)
+                )
 
     def _check_pair(self, fine, coarse):
         if not (0 <= fine and coarse < self.num_levels):

@@ -4,7 +4,9 @@ Usage:
 
   python -m keras_mlres.train [--dataset=peaks] [--epochs=N] [--nocompare]
 
-Builds `keras_mlres.models.dense_ode_resnet` for the data set and trains it
+Builds `keras_mlres.models.dense_ode_resnet` for a data set of vectors (the
+point sets) or `keras_mlres.models.ode_resnet` for images (`shapes`,
+`mnist`, `fashion_mnist`, `cifar10`; see `fine_network`) and trains it
 with the multilevel scheme (`DEFAULT_SCHEME`; --levels, --cycle and
 --nested_iteration override it) and, with --compare (the default), trains
 the same network from the same initial weights with plain single-level
@@ -14,13 +16,15 @@ and work (fine-gradient equivalents) to the first epoch whose validation
 accuracy reaches the target: --target, else 0.98 x the best single-level
 validation accuracy of the run (0.98 x the method's own best without
 --compare). Writes results.json, curves.png and TensorBoard logs into
---output_dir and prints the summary table.
+--output_dir and prints the summary table. Validation is on the data set's
+"validation" split, or on "test" if it has none (mnist, cifar10, ...).
 """
 
 import datetime
 import os
 
 import keras
+import tensorflow_datasets as tfds
 from absl import app
 from absl import flags
 from absl import logging
@@ -59,8 +63,9 @@ _MONITOR = "val_accuracy"
 _DATASET = flags.DEFINE_string(
     "dataset",
     "peaks",
-    "Data set: a local one (peaks, spiral, spiral/2, spiral/5, ellipses) or "
-    "a TFDS catalog data set with vector features, prepared in --data_dir.",
+    "Data set: a local one (peaks, spiral, spiral/2, spiral/5, ellipses, "
+    "shapes) or a TFDS catalog data set (e.g. mnist, fashion_mnist, cifar10), "
+    "prepared in --data_dir.",
 )
 _LEVELS = flags.DEFINE_integer(
     "levels",
@@ -72,7 +77,20 @@ _BLOCKS = flags.DEFINE_integer(
     "blocks", 64, "K, the residual blocks of the fine network.", lower_bound=1
 )
 _WIDTH = flags.DEFINE_integer(
-    "width", 16, "Width of the residual stage.", lower_bound=1
+    "width",
+    16,
+    "Width of the residual stage (the first stage's filters for images).",
+    lower_bound=1,
+)
+_STAGES = flags.DEFINE_integer(
+    "stages",
+    2,
+    "Images only: number of stages; stage i has width * 2^i filters and "
+    "--blocks blocks, at half the resolution of stage i-1.",
+    lower_bound=1,
+)
+_BATCH_NORM = flags.DEFINE_boolean(
+    "batch_norm", False, "Images only: batch normalization in the blocks."
 )
 _TIME_HORIZON = flags.DEFINE_float(
     "time_horizon", 4.0, "T, the time interval of the residual stage."
@@ -127,7 +145,8 @@ _JIT_COMPILE = flags.DEFINE_boolean(
 )
 # Recorded in results.json.
 _FLAGS = (
-    _DATASET, _LEVELS, _BLOCKS, _WIDTH, _TIME_HORIZON, _CYCLE,
+    _DATASET, _LEVELS, _BLOCKS, _WIDTH, _STAGES, _BATCH_NORM, _TIME_HORIZON,
+    _CYCLE,
     _NESTED_ITERATION, _OPTIMIZER, _LEARNING_RATE, _EPOCHS, _BATCH_SIZE,
     _SEED, _COMPARE, _TARGET, _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE,
 )
@@ -192,6 +211,25 @@ def _default_output_dir(dataset):
     return os.path.join("runs", f"{dataset.replace('/', '_')}-{stamp}")
 
 
+def validation_split(name, data_dir=None):
+    """Returns the split a data set is validated on.
+
+    Args:
+        name: The data set name, as for `datasets.load`.
+        data_dir: The TFDS data directory.
+
+    Returns:
+        `"validation"`, or `"test"` for a data set without a validation split
+        (`mnist`, `cifar10`, ...).
+    """
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception:  # An unknown name: `datasets.load` explains it.
+        return "validation"
+    splits = builder.info.splits
+    return "test" if splits and "validation" not in splits else "validation"
+
+
 def _load():
     """Returns fresh (train, validation) pipelines and the tfds info.
 
@@ -201,35 +239,85 @@ def _load():
     return datasets.load(
         _DATASET.value,
         batch_size=_BATCH_SIZE.value,
-        split=("train", "validation"),
+        split=("train", validation_split(_DATASET.value, _DATA_DIR.value)),
         data_dir=_DATA_DIR.value,
         seed=_SEED.value,
         with_info=True,
     )
 
 
-def _problem(info):
-    """Returns the input shape and number of classes of a tfds data set."""
-    features_key, label_key = info.supervised_keys
-    input_shape = tuple(info.features[features_key].shape)
-    if len(input_shape) != 1:
-        raise ValueError(
-            f"dense_ode_resnet needs vector features, but data set "
-            f"{_DATASET.value!r} has features of shape {input_shape}."
+def fine_network(
+    input_shape,
+    num_classes,
+    width=16,
+    num_blocks=64,
+    time_horizon=4.0,
+    num_stages=2,
+    batch_norm=False,
+):
+    """Builds the fine network the job trains for a data set's examples.
+
+    Vectors get `models.dense_ode_resnet(width, num_blocks, time_horizon)`;
+    images `(height, width, channels)` get `models.ode_resnet` with
+    `num_stages` stages, stage i of `width * 2^i` filters and `num_blocks`
+    blocks over `[0, time_horizon]` (with batch normalization in the blocks
+    if `batch_norm`).
+
+    Args:
+        input_shape: Shape of one example.
+        num_classes: Number of classes.
+        width: Width of the (first) stage.
+        num_blocks: K, the blocks of each stage.
+        time_horizon: T of each stage.
+        num_stages: Number of stages of an image network.
+        batch_norm: Whether an image network's blocks use batch norm.
+
+    Returns:
+        A built `keras.Sequential` model.
+
+    Raises:
+        ValueError: If the examples are neither vectors nor images.
+
+    Example:
+
+    >>> fine_network((28, 28, 1), 6, width=8, num_blocks=4).name
+    'ode_resnet'
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) == 1:
+        return models.dense_ode_resnet(
+            input_shape, num_classes, width=width, num_blocks=num_blocks,
+            time_horizon=time_horizon,
         )
-    return input_shape, info.features[label_key].num_classes
+    if len(input_shape) == 3:
+        return models.ode_resnet(
+            input_shape,
+            num_classes,
+            stages=[
+                (width * 2**index, num_blocks, time_horizon)
+                for index in range(num_stages)
+            ],
+            normalization="batch" if batch_norm else None,
+        )
+    raise ValueError(
+        "The job trains ODE-ResNets on vectors (dense_ode_resnet) or images "
+        "(height, width, channels) (ode_resnet); the data set's examples "
+        f"have shape {input_shape}."
+    )
 
 
 def _build(scheme, info):
     """Builds and compiles a `MultilevelModel` from the seeded fine net."""
-    input_shape, num_classes = _problem(info)
+    features_key, label_key = info.supervised_keys
     keras.utils.set_random_seed(_SEED.value)
-    fine = models.dense_ode_resnet(
-        input_shape,
-        num_classes,
+    fine = fine_network(
+        info.features[features_key].shape,
+        info.features[label_key].num_classes,
         width=_WIDTH.value,
         num_blocks=_BLOCKS.value,
         time_horizon=_TIME_HORIZON.value,
+        num_stages=_STAGES.value,
+        batch_norm=_BATCH_NORM.value,
     )
     model = MultilevelModel(fine, **scheme)
     model.compile(

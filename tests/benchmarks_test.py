@@ -45,10 +45,12 @@ class BenchmarksTest(absltest.TestCase):
             text = f.read()
         for heading in ("## Tasks", "## Scaling with depth", "## Ablation"):
             self.assertIn(heading, text)
-        self.assertRegex(text, r"\| spiral \| 0\.\d{4} \| adam lr=")
-        self.assertTrue(
-            os.path.getsize(os.path.join(tmp, "results", "spiral.png")) > 1000
-        )
+        for task in ("spiral", "shapes"):  # A point set and an image set.
+            self.assertRegex(text, rf"\| {task} \| 0\.\d{{4}} \| adam lr=")
+            self.assertTrue(
+                os.path.getsize(os.path.join(tmp, "results", f"{task}.png"))
+                > 1000
+            )
         self.assertTrue(os.path.exists(os.path.join(tmp, "results", "runs.json")))
 
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from keras_mlres import cycles
+from keras_mlres import models as mlres_models
 from keras_mlres.hierarchy import Hierarchy
 from keras_mlres.layers import ODEStack
 from keras_mlres.layers import ResidualODEBlock
@@ -48,6 +49,14 @@ def _fine_model(width=4, num_blocks=8, dtype=None, counter=None, seed=0):
     return keras.Sequential(layers)
 
 
+def _conv_fine_model(dtype=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    return mlres_models.ode_resnet(
+        (6, 6, 2), 3, stages=[(3, 4, 1.0), (4, 4, 1.0)],
+        activation="tanh", normalization="batch", dtype=dtype,
+    )
+
+
 def _loss_fn(model, x, y, sample_weight):
     y_pred = model(x, training=True)
     loss = _LOSS64 if y_pred.dtype == tf.float64 else _LOSS
@@ -64,9 +73,9 @@ def _mgopt(fine, num_levels, optimizer=None, interpolation="constant", **kw):
     return cycles.MGOPT(hierarchy, levels, **kw)
 
 
-def _batch(seed=0, n=32, dtype="float32"):
+def _batch(seed=0, n=32, dtype="float32", shape=(2,)):
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 2)).astype(dtype)
+    x = rng.normal(size=(n,) + shape).astype(dtype)
     y = rng.integers(0, 3, size=(n,)).astype("int32")
     return tf.constant(x), tf.constant(y), None
 
@@ -90,12 +99,21 @@ class CoherenceTest(tf.test.TestCase, parameterized.TestCase):
     """grad h_{l+1}(R x_l) == R_g grad h_l(x_l) (ALGORITHM.md 3, step 4)."""
 
     @parameterized.named_parameters(
-        ("constant", "constant"), ("linear", "linear")
+        ("constant", "constant", False),
+        ("linear", "linear", False),
+        # Two conv stages with batch normalization (training mode: the loss
+        # is a deterministic function of the weights on a fixed batch).
+        ("conv_constant", "constant", True),
+        ("conv_linear", "linear", True),
     )
-    def test_coarse_gradient_at_restricted_point(self, interpolation):
-        fine = _fine_model(dtype="float64")
+    def test_coarse_gradient_at_restricted_point(self, interpolation, conv):
+        if conv:
+            fine = _conv_fine_model(dtype="float64")
+            data = _batch(dtype="float64", shape=(6, 6, 2))
+        else:
+            fine = _fine_model(dtype="float64")
+            data = _batch(dtype="float64")
         mgopt = _mgopt(fine, 3, interpolation=interpolation)
-        data = _batch(dtype="float64")
         # Level 0 -> 1 with v_0 = 0, then level 1 -> 2 with the nonzero v_1.
         v = None
         for index in range(2):

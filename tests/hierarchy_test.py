@@ -561,5 +561,105 @@ class HierarchyTest(tf.test.TestCase, parameterized.TestCase):
             mlres.Hierarchy(model, 2)
 
 
+
+def _conv_resnet(normalization="batch"):
+    keras.utils.set_random_seed(0)
+    return mlres.models.ode_resnet(
+        (8, 8, 1), 3, stages=[(4, 8, 1.0), (6, 4, 2.0)],
+        normalization=normalization,
+    )
+
+
+def _randomize_state(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, ODEStack):
+            for name, variable in layer.stacked_state.items():
+                values = rng.normal(size=variable.shape)
+                variable.assign(np.exp(values) if "variance" in name else values)
+
+
+class StageStateTest(tf.test.TestCase):
+    """Batch-norm moving statistics of conv stages across the levels."""
+
+    def test_two_stage_conv_resnet_coarsens_each_stage(self):
+        fine = _conv_resnet()
+        hierarchy = mlres.Hierarchy(fine, 3)
+        self.assertEqual(
+            [hierarchy.num_blocks(level) for level in range(3)],
+            [[8, 4], [4, 2], [2, 1]],
+        )
+        # Opening, downsampling and classifier are shared; gamma and beta of
+        # each stage are stage weights (checked inside Hierarchy too).
+        self.assertEqual(
+            hierarchy.stage_mask,
+            [False, False, True, True, True, False, False, True, True, True,
+             False, False],
+        )
+        self.assertLen(hierarchy.level(2).non_trainable_variables, 4)
+
+    def test_state_restricted_at_construction_then_per_level(self):
+        fine = _conv_resnet()
+        _randomize_state(fine)
+        hierarchy = mlres.Hierarchy(fine, 3)
+        for level in (1, 2):
+            for fine_stage, stage in zip(
+                hierarchy.stages(0), hierarchy.stages(level)
+            ):
+                for name, state in stage.stacked_state.items():
+                    self.assertAllClose(
+                        state,
+                        transfer.restrict(
+                            fine_stage.stacked_state[name], 2**level
+                        ),
+                    )
+        # Training-mode passes of a coarse level move its statistics only,
+        # and restrict (the cycle's transfer) leaves every level's alone.
+        before = [v.numpy() for v in fine.non_trainable_variables]
+        coarse = hierarchy.level(1)
+        coarse_before = [v.numpy() for v in coarse.non_trainable_variables]
+        coarse(np.ones((2, 8, 8, 1), "float32"), training=True)
+        hierarchy.restrict(0)
+        for variable, value in zip(fine.non_trainable_variables, before):
+            self.assertAllEqual(variable, value)
+        for variable, value in zip(coarse.non_trainable_variables, coarse_before):
+            self.assertNotAllClose(variable, value)
+
+    def test_prolongate_carries_state_to_the_finer_level(self):
+        fine = _conv_resnet()
+        hierarchy = mlres.Hierarchy(fine, 3, interpolation="linear")
+        _randomize_state(hierarchy.level(2), seed=1)
+        hierarchy.prolongate(2)
+        hierarchy.prolongate(1)
+        for fine_stage, coarse_stage in zip(
+            hierarchy.stages(0), hierarchy.stages(2)
+        ):
+            for name, state in coarse_stage.stacked_state.items():
+                # Piecewise constant whatever the weights' interpolation.
+                self.assertAllClose(
+                    fine_stage.stacked_state[name],
+                    transfer.prolongate(state, 4, "constant"),
+                )
+        # The fine network then predicts as the coarse one's prolongation.
+        x = np.random.default_rng(2).normal(size=(3, 8, 8, 1)).astype("float32")
+        self.assertTrue(np.all(np.isfinite(fine.predict(x, verbose=0))))
+
+    def test_frozen_stage_weights_and_state_restricted(self):
+        fine = _conv_resnet()
+        fine.get_layer("stage0").trainable = False
+        _randomize_state(fine)
+        hierarchy = mlres.Hierarchy(fine, 2)
+        coarse_stage = hierarchy.level(1).get_layer("stage0_level1")
+        fine_stage = fine.get_layer("stage0")
+        for name in ("kernel", "gamma", "moving_mean", "moving_variance"):
+            fine_variable = {**fine_stage.stacked_weights,
+                             **fine_stage.stacked_state}[name]
+            coarse_variable = {**coarse_stage.stacked_weights,
+                               **coarse_stage.stacked_state}[name]
+            self.assertAllClose(
+                coarse_variable, transfer.restrict(fine_variable, 2)
+            )
+
+
 if __name__ == "__main__":
     tf.test.main()

@@ -24,6 +24,25 @@ def _fine(num_blocks=8, width=8, seed=0):
     )
 
 
+def _conv_fine(seed=0, normalization="batch"):
+    keras.utils.set_random_seed(seed)
+    return mlres.models.ode_resnet(
+        (8, 8, 1), 3, stages=[(4, 4, 1.0), (4, 4, 1.0)],
+        normalization=normalization,
+    )
+
+
+def _images(n=256, seed=0, batch_size=32):
+    """Images whose class shifts their brightness (learnable by a conv net)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n).astype("int32")
+    x = rng.normal(size=(n, 8, 8, 1)) + 0.5 * (y - 1)[:, None, None, None]
+    return tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).batch(
+        batch_size, drop_remainder=True
+    )
+
+
+
 def _spiral(n, seed, arms=3, turns=1.5, noise=0.05):
     rng = np.random.default_rng(seed)
     label = rng.integers(0, arms, n)
@@ -44,6 +63,9 @@ def _dataset(n=256, seed=0, batch_size=32):
     )
 
 
+_NETWORKS = {"dense": (_fine, _dataset), "conv": (_conv_fine, _images)}
+
+
 def _compiled(model, optimizer=None, jit_compile=False, **compile_kwargs):
     model.compile(
         optimizer=optimizer or keras.optimizers.Adam(1e-2),
@@ -59,24 +81,31 @@ class SingleLevelEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
     """With one level and one smoothing step, MG/OPT is plain training."""
 
     @parameterized.named_parameters(
-        ("sgd_momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9), False),
-        ("adam", lambda: keras.optimizers.Adam(1e-2), False),
-        ("adam_xla", lambda: keras.optimizers.Adam(1e-2), True),
+        ("sgd_momentum", lambda: keras.optimizers.SGD(0.05, momentum=0.9), False,
+         "dense"),
+        ("adam", lambda: keras.optimizers.Adam(1e-2), False, "dense"),
+        ("adam_xla", lambda: keras.optimizers.Adam(1e-2), True, "dense"),
+        ("conv_sgd_momentum",
+         lambda: keras.optimizers.SGD(0.05, momentum=0.9), False, "conv"),
+        ("conv_adam_xla", lambda: keras.optimizers.Adam(1e-2), True, "conv"),
     )
-    def test_weights_match_plain_fit(self, make_optimizer, jit_compile):
-        data = _dataset()
-        plain = _compiled(_fine(), make_optimizer(), jit_compile)
+    def test_weights_match_plain_fit(self, make_optimizer, jit_compile, network):
+        make_fine, make_data = _NETWORKS[network]
+        data = make_data()
+        plain = _compiled(make_fine(), make_optimizer(), jit_compile)
         plain.fit(data, epochs=2, verbose=0)
 
         multilevel = mlres.MultilevelModel(
-            _fine(), num_levels=1, pre_smoothing=1, post_smoothing=0
+            make_fine(), num_levels=1, pre_smoothing=1, post_smoothing=0
         )
         _compiled(multilevel, make_optimizer(), jit_compile)
         multilevel.fit(data, epochs=2, verbose=0)
 
         self.assertEqual(int(multilevel.optimizer.iterations), 16)
+        # Weights and the conv stages' batch-norm statistics alike.
+        self.assertNotEmpty(plain.trainable_variables)
         for expected, actual in zip(
-            plain.trainable_variables, multilevel.fine.trainable_variables
+            plain.variables, multilevel.fine.variables
         ):
             self.assertAllClose(expected, actual, rtol=1e-5, atol=1e-6)
 
@@ -406,7 +435,64 @@ class DeterminismTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("IDENTICAL", completed.stdout)
 
 
+class ConvFitTest(tf.test.TestCase):
+    """A tiny two-stage conv ODE-ResNet on `shapes`, trained by the cycle."""
+
+    def test_fit_with_xla_on_shapes(self):
+        data_dir = self.get_temp_dir()
+        train, val = mlres.datasets.load(
+            "shapes", batch_size=50, split=("train[:300]", "validation[:100]"),
+            data_dir=data_dir,
+        )
+        keras.utils.set_random_seed(0)
+        fine = mlres.models.ode_resnet(
+            (28, 28, 1), 6, stages=[(8, 4, 1.0), (8, 4, 1.0)],
+            normalization="batch",
+        )
+        model = _compiled(
+            mlres.MultilevelModel(fine, num_levels=2, cycle="V"),
+            jit_compile=True,
+        )
+        statistics = [v.numpy() for v in fine.non_trainable_variables]
+        history = model.fit(train, epochs=2, validation_data=val, verbose=0)
+        self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+        self.assertLen(history.history["level_1_loss"], 2)
+        # The fine stages' statistics were updated by the cycle's fine passes.
+        self.assertLen(statistics, 4)
+        for variable, before in zip(fine.non_trainable_variables, statistics):
+            self.assertNotAllClose(variable, before)
+        loss, _ = model.evaluate(val, verbose=0)
+        self.assertAllClose(loss, history.history["val_loss"][-1], rtol=1e-5)
+
+
 class NestedIterationTest(tf.test.TestCase):
+    def test_conv_fine_network_gets_the_coarse_statistics(self):
+        # While a coarse level trains, the fine network is only prolongated
+        # into; its batch-norm statistics must come from the coarse level,
+        # or validation would normalize with the initial statistics.
+        model = _compiled(
+            mlres.MultilevelModel(
+                _conv_fine(), num_levels=2, nested_iteration=True,
+                max_level_epochs=2,
+            )
+        )
+        history = model.fit(
+            _images(), epochs=1, validation_data=_images(seed=1), verbose=0
+        )
+        self.assertEqual(history.history["level"], [1])
+        for fine_stage, coarse_stage in zip(
+            model.hierarchy.stages(0), model.hierarchy.stages(1)
+        ):
+            for name, state in coarse_stage.stacked_state.items():
+                self.assertNotAllClose(state, tf.zeros_like(state) + (
+                    1.0 if "variance" in name else 0.0))
+                self.assertAllClose(
+                    fine_stage.stacked_state[name],
+                    mlres.transfer.prolongate(state, 2),
+                )
+        loss, _ = model.evaluate(_images(seed=1), verbose=0)
+        self.assertAllClose(loss, history.history["val_loss"][0], rtol=1e-5)
+
     def test_levels_move_finer_and_fine_network_holds_prolongated_weights(self):
         model = _compiled(
             mlres.MultilevelModel(

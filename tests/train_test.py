@@ -10,6 +10,7 @@ import tempfile
 from unittest import mock
 
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import flags
 from absl.testing import flagsaver
 
@@ -174,6 +175,48 @@ class MainTest(tf.test.TestCase):
         self.assertEqual(list(results["methods"]), ["multilevel"])
         self.assertEqual(results["target"], {"value": 0.25, "rule": "--target"})
         self.assertFalse(results["flags"]["compare"])
+
+
+class ImageDataTest(tf.test.TestCase):
+    """The job on image data sets builds a conv ODE-ResNet."""
+
+    def _train(self, **flag_values):
+        tmp = _tempdir(self)
+        output_dir = os.path.join(tmp, "out")
+        with flagsaver.flagsaver(
+            blocks=2, width=4, epochs=1, levels=2, batch_size=100,
+            compare=False, target=0.0, jit_compile=False, data_dir=tmp,
+            output_dir=output_dir, **flag_values,
+        ), mock.patch.object(
+            train, "MultilevelModel", wraps=train.MultilevelModel
+        ) as multilevel:
+            train.main(["train"])
+        with open(os.path.join(output_dir, "results.json")) as file:
+            return multilevel.call_args.args[0], json.load(file)
+
+    def test_shapes_trains_a_two_stage_conv_network(self):
+        fine, results = self._train(dataset="shapes", batch_norm=True)
+        self.assertEqual(fine.name, "ode_resnet")
+        self.assertEqual(fine.input_shape, (None, 28, 28, 1))
+        self.assertEqual(
+            [(s.block.filters, s.num_blocks) for s in fine.layers
+             if hasattr(s, "stacked_weights")],
+            [(4, 2), (8, 2)],
+        )
+        self.assertEqual(fine.layers[1].block.normalization, "batch")
+        history = results["methods"]["multilevel"]["history"]
+        self.assertLen(history["val_accuracy"], 1)
+
+    def test_mnist_validates_on_test_split(self):
+        with tfds.testing.mock_data(num_examples=200):
+            fine, results = self._train(dataset="mnist", stages=1)
+        self.assertEqual(fine.input_shape, (None, 28, 28, 1))
+        self.assertEqual(fine.output_shape, (None, 10))
+        self.assertLen(results["methods"]["multilevel"]["history"]["loss"], 1)
+
+    def test_fine_network_rejects_other_shapes(self):
+        with self.assertRaisesRegex(ValueError, r"vectors .*images.*\(4, 4\)"):
+            train.fine_network((4, 4), 3)
 
 
 class SchemeTest(tf.test.TestCase):

@@ -1,8 +1,8 @@
 """The data sets of keras_mlres: the classic ODE-network test problems.
 
-Three 2-D point classification problems, generated locally as tfds builders
-(deterministic, no download); importing this package registers them, so
-`tfds.load("peaks")` works afterwards:
+Three 2-D point classification problems and one image set, generated locally
+as tfds builders (deterministic, no download); importing this package
+registers them, so `tfds.load("peaks")` works afterwards:
 
 - `peaks`: 5 level-set classes of MATLAB's peaks function on [-3, 3]^2.
 - `spiral`: k interleaved noisy spiral arms (`spiral/2`, `spiral/3` the
@@ -10,14 +10,19 @@ Three 2-D point classification problems, generated locally as tfds builders
 - `ellipses`: which of 4 overlapping, partly nested ellipses a point of
   [-2, 2]^2 is in (5 classes with the background).
 
-Each has splits train/validation/test of 20000/5000/5000 points by default
-(set by its `BuilderConfig`), features float32 of shape (2,) and an int
-label.
+- `shapes`: 6 kinds of procedurally drawn shapes (circle, square, triangle,
+  cross, ring, star) in noisy uint8 grayscale images, `shapes/28` (28x28, the
+  default) or `shapes/32`.
 
-`load(name, ...)` returns batched, cached, shuffled (train only) and
-prefetched `tf.data.Dataset`s of `(features, label)` for these and for TFDS
-catalog data sets (`"mnist"`, `"cifar10"`, ...), which must be prepared in
-`data_dir` or downloadable (`DatasetNotAvailableError` otherwise).
+The point sets have splits train/validation/test of 20000/5000/5000 points by
+default (set by their `BuilderConfig`), features float32 of shape (2,) and an
+int label; `shapes` has 12000/3000/3000 images under the feature `"image"`.
+
+`load(name, ...)` returns batched, cached, shuffled and optionally augmented
+(train only), normalized and prefetched `tf.data.Dataset`s of
+`(features, label)` for these and for TFDS catalog data sets (`"mnist"`,
+`"fashion_mnist"`, `"cifar10"`, ...), which must be prepared in `data_dir` or
+downloadable (`DatasetNotAvailableError` otherwise).
 
 Example:
 
@@ -42,8 +47,13 @@ from keras_mlres.datasets.peaks import make_peaks
 from keras_mlres.datasets.peaks import peaks_function
 from keras_mlres.datasets.peaks import peaks_labels
 from keras_mlres.datasets.peaks import peaks_thresholds
+from keras_mlres.datasets.shapes import CLASSES as SHAPES_CLASSES
+from keras_mlres.datasets.shapes import Shapes
+from keras_mlres.datasets.shapes import ShapesConfig
+from keras_mlres.datasets.shapes import make_shapes
 from keras_mlres.datasets.spiral import Spiral
 from keras_mlres.datasets.spiral import SpiralConfig
 from keras_mlres.datasets.spiral import make_spiral
+from keras_mlres.datasets._points import GeneratedBuilder
 from keras_mlres.datasets._points import PointsBuilder
 from keras_mlres.datasets._points import PointsConfig

@@ -1,8 +1,9 @@
-"""Shared machinery of the locally generated 2-D point data sets.
+"""Shared machinery of the locally generated data sets (points and images).
 
-Every builder here draws its points with numpy from a fixed seed per split, so
-the data are the same on every machine and every build, and nothing is ever
-downloaded: `dl_manager` is unused.
+Every builder here draws its examples with numpy from a fixed seed per split,
+so the data are the same on every machine and every build, and nothing is
+ever downloaded: `dl_manager` is unused. `GeneratedBuilder` is the base of
+all of them, `PointsBuilder` that of the 2-D point data sets.
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ SPLITS = ("train", "validation", "test")
 
 @dataclasses.dataclass(eq=False)
 class PointsConfig(tfds.core.BuilderConfig):
-    """`BuilderConfig` of a 2-D point data set: the size of each split.
+    """`BuilderConfig` of a generated data set: the size of each split.
 
     The split sizes are part of the config, not arguments of `load`: the
     generated data are stored under `data_dir/<name>/<config name>/<version>`,
@@ -58,17 +59,18 @@ class PointsConfig(tfds.core.BuilderConfig):
         }
 
 
-class PointsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Base class of the builders of 2-D point classification data sets.
+class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base class of the builders of locally generated classification sets.
 
     Not registered itself. A subclass sets `SEED`, `DESCRIPTION`,
-    `BUILDER_CONFIGS` (of a `PointsConfig` subclass) and implements
+    `BUILDER_CONFIGS` (of a `PointsConfig` subclass: the split sizes),
+    `FEATURES_KEY`, `FEATURES_DTYPE` and implements `features_feature()`,
     `num_classes()` and `sample(rng, num_examples)`.
 
-    Each example is `{"features": float32 (2,), "label": int}`, with
-    `supervised_keys=("features", "label")`. The points of split `s` are drawn
-    from `np.random.default_rng([SEED, index of s])`, so two builds give the
-    very same examples.
+    Each example is `{FEATURES_KEY: features, "label": int}`, with
+    `supervised_keys=(FEATURES_KEY, "label")`. The examples of split `s` are
+    drawn from `np.random.default_rng([SEED, index of s])`, so two builds give
+    the very same examples.
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -77,21 +79,29 @@ class PointsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     SEED = 0
     DESCRIPTION = ""
     CITATION = ""
+    FEATURES_KEY = "features"
+    # The dtype the features are stored as, whatever dtype `sample` drew.
+    FEATURES_DTYPE = np.float32
+
+    def features_feature(self):
+        """Returns the tfds feature of one example's features."""
+        raise NotImplementedError
 
     def num_classes(self):
         """Returns the number of classes of the current config."""
         raise NotImplementedError
 
     def sample(self, rng, num_examples):
-        """Draws `num_examples` labelled points.
+        """Draws `num_examples` labelled examples.
 
         Args:
             rng: A `numpy.random.Generator`.
-            num_examples: Number of points to draw.
+            num_examples: Number of examples to draw.
 
         Returns:
-            A tuple `(features, labels)`: float32 array of shape
-            `(num_examples, 2)` and int64 array of shape `(num_examples,)`.
+            A tuple `(features, labels)`: an array of `num_examples`
+            features (as `features_feature` describes one) and an int64
+            array of shape `(num_examples,)`.
         """
         raise NotImplementedError
 
@@ -101,15 +111,13 @@ class PointsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict(
                 {
-                    "features": tfds.features.Tensor(
-                        shape=(2,), dtype=np.float32
-                    ),
+                    self.FEATURES_KEY: self.features_feature(),
                     "label": tfds.features.ClassLabel(
                         num_classes=self.num_classes()
                     ),
                 }
             ),
-            supervised_keys=("features", "label"),
+            supervised_keys=(self.FEATURES_KEY, "label"),
             citation=self.CITATION,
         )
 
@@ -126,10 +134,29 @@ class PointsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _generate_examples(self, split_index, num_examples):
         rng = np.random.default_rng([self.SEED, split_index])
         features, labels = self.sample(rng, num_examples)
-        features = np.asarray(features, dtype=np.float32)
+        features = np.asarray(features, dtype=self.FEATURES_DTYPE)
         labels = np.asarray(labels, dtype=np.int64)
         for i in range(num_examples):
-            yield i, {"features": features[i], "label": labels[i]}
+            yield i, {self.FEATURES_KEY: features[i], "label": labels[i]}
+
+
+class PointsBuilder(GeneratedBuilder, skip_registration=True):
+    """Base class of the builders of 2-D point classification data sets.
+
+    Not registered itself. A subclass sets `SEED`, `DESCRIPTION`,
+    `BUILDER_CONFIGS` (of a `PointsConfig` subclass) and implements
+    `num_classes()` and `sample(rng, num_examples)`, which returns points of
+    shape `(num_examples, 2)`.
+
+    Each example is `{"features": float32 (2,), "label": int}`, with
+    `supervised_keys=("features", "label")`. The points of split `s` are drawn
+    from `np.random.default_rng([SEED, index of s])`, so two builds give the
+    very same examples.
+    """
+
+    def features_feature(self):
+        """Returns the feature of one point: a float32 tensor of shape (2,)."""
+        return tfds.features.Tensor(shape=(2,), dtype=np.float32)
 
 
 def balanced_labels(rng, num_examples, num_classes):

@@ -7,17 +7,26 @@ import threading
 import urllib.parse
 import urllib.request
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import naming
 
+from keras_mlres._checks import check_choice
+from keras_mlres._checks import check_count
+
 # Importing the builders registers them with tfds.
 from keras_mlres.datasets import ellipses as _ellipses  # noqa: F401
 from keras_mlres.datasets import peaks as _peaks  # noqa: F401
+from keras_mlres.datasets import shapes as _shapes  # noqa: F401
 from keras_mlres.datasets import spiral as _spiral  # noqa: F401
 
-LOCAL_DATASETS = ("peaks", "spiral", "ellipses")
-_LOCAL_DESCRIPTION = "peaks, spiral (spiral/2, spiral/3, spiral/5), ellipses"
+LOCAL_DATASETS = ("peaks", "spiral", "ellipses", "shapes")
+_LOCAL_DESCRIPTION = (
+    "peaks, spiral (spiral/2, spiral/3, spiral/5), ellipses, shapes "
+    "(images; shapes/28, shapes/32)"
+)
+NORMALIZATIONS = ("unit_range", "standardize")
 
 # Seconds to wait for a TCP connection to a download host before deciding
 # that there is no network.
@@ -58,14 +67,31 @@ def load(
     eval_drop_remainder=False,
     download=True,
     with_info=False,
+    normalization="unit_range",
+    random_flip=False,
+    random_crop_padding=0,
 ):
     """Loads a data set as batched `tf.data.Dataset`s of `(features, label)`.
 
     Every split goes through `tfds.load(..., as_supervised=True)`, then is
-    cached in memory, shuffled (training split only), batched, normalized and
-    prefetched. Integer (`uint8`) image features are cast to float32 in
-    [0, 1]; other features are passed through (the point data sets are
-    already float32). Labels are int64 class indices.
+    cached in memory, shuffled and augmented (training split only), batched,
+    normalized and prefetched. Labels are int64 class indices.
+
+    Normalization: with `normalization="unit_range"` (the default) integer
+    (`uint8`) image features are scaled to float32 in [0, 1] (divided by
+    255) and other features are passed through (the point data sets are
+    already float32). With `"standardize"`, features are then shifted and
+    scaled per channel (last axis) to mean 0 and standard deviation 1 on the
+    `"train"` split (`(x - mean) / std`, statistics of the whole training
+    split whichever splits are loaded, computed in one pass at each call).
+
+    Augmentation (training split only, per example, before normalization):
+    `random_flip` mirrors an image left-right with probability 1/2;
+    `random_crop_padding=p` pads an image by p zero pixels on each side and
+    crops a random window of the original size (the standard CIFAR-10
+    augmentation is `random_flip=True, random_crop_padding=4`). Both need
+    image features `(height, width, channels)`. The random draws follow
+    `seed` and differ from epoch to epoch.
 
     Local data sets (`"peaks"`, `"spiral"`, `"spiral/5"`, `"ellipses"`, see
     `LOCAL_DATASETS`) are generated on the first call into `data_dir` (a few
@@ -111,6 +137,11 @@ def load(
             generated when missing.
         with_info: Whether to also return the `tfds.core.DatasetInfo`
             (features, `num_classes`, split sizes, ...).
+        normalization: `"unit_range"` or `"standardize"`, see above.
+        random_flip: Whether training images are flipped left-right at
+            random.
+        random_crop_padding: Padding (pixels) of the random crops of the
+            training images; 0 (the default) does not crop.
 
     Returns:
         A `tf.data.Dataset` of `(features, label)` batches if `split` is a
@@ -131,6 +162,10 @@ def load(
     model.fit(train, validation_data=val, epochs=10)
 
     train = keras_mlres.datasets.load("spiral/5", split="train")
+
+    train, val = keras_mlres.datasets.load(
+        "cifar10", split=("train[:90%]", "train[90%:]"),
+        normalization="standardize", random_flip=True, random_crop_padding=4)
     ```
     """
     if (
@@ -145,11 +180,30 @@ def load(
     splits = [split] if single else list(split)
     if not splits:
         raise ValueError("split must name at least one split.")
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_count("random_crop_padding", random_crop_padding)
+    augment = bool(random_flip) or random_crop_padding > 0
 
+    # Standardization needs the statistics of the whole training split.
+    statistics_split = (
+        ["train"] if normalization == "standardize" else []
+    )
     if _is_local(name):
-        datasets, info = _load_local(name, splits, data_dir)
+        datasets, info = _load_local(name, splits + statistics_split, data_dir)
     else:
-        datasets, info = _load_catalog(name, splits, data_dir, download)
+        datasets, info = _load_catalog(
+            name, splits + statistics_split, data_dir, download
+        )
+    features_shape = info.features[info.supervised_keys[0]].shape
+    if augment and len(features_shape) != 3:
+        raise ValueError(
+            "random_flip and random_crop_padding augment images, but the "
+            f"features of {name!r} have shape {features_shape}. Leave them "
+            "at False and 0 for this data set."
+        )
+    statistics = (
+        _channel_statistics(datasets.pop()) if statistics_split else None
+    )
 
     pipelines = []
     for split_name, dataset in zip(splits, datasets):
@@ -164,6 +218,12 @@ def load(
                 drop_remainder=(
                     drop_remainder if training else eval_drop_remainder
                 ),
+                augmentation=(
+                    (bool(random_flip), random_crop_padding)
+                    if training and augment
+                    else None
+                ),
+                statistics=statistics,
             )
         )
     datasets = tuple(pipelines)
@@ -340,16 +400,74 @@ def _is_training_split(split):
 
 
 def _to_unit_float(features):
-    def convert(tensor):
-        if tensor.dtype == tf.uint8:
-            return tf.cast(tensor, tf.float32) / 255.0
-        return tensor
+    if features.dtype == tf.uint8:
+        return tf.cast(features, tf.float32) / 255.0
+    return features
 
-    return tf.nest.map_structure(convert, features)
+
+def _channel_statistics(dataset):
+    """Returns the per-channel mean and std of a split's features.
+
+    Args:
+        dataset: Unbatched `(features, label)` examples, as tfds gives them.
+
+    Returns:
+        Two float32 numpy arrays of the size of the last axis (of the
+        features scaled as by `_to_unit_float`); a constant channel gets
+        std 1.
+    """
+
+    def sums(features, label):
+        del label
+        values = tf.cast(_to_unit_float(features), tf.float64)
+        channels = tf.shape(values)[-1]
+        values = tf.reshape(values, [-1, channels])
+        return (
+            tf.reduce_sum(values, axis=0),
+            tf.reduce_sum(tf.square(values), axis=0),
+            tf.cast(tf.shape(values)[0], tf.float64),
+        )
+
+    total, squares, count = (
+        dataset.batch(4096)
+        .map(sums, num_parallel_calls=tf.data.AUTOTUNE)
+        .reduce(
+            (tf.constant(0.0, tf.float64),) * 3,
+            lambda state, batch: tuple(a + b for a, b in zip(state, batch)),
+        )
+    )
+    mean = total.numpy() / count.numpy()
+    variance = np.maximum(squares.numpy() / count.numpy() - mean**2, 0.0)
+    std = np.sqrt(variance)
+    std[std == 0.0] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _augment(image, seed, random_flip, crop_padding):
+    """Flips and crops one image at random, as drawn from `seed` (2 ints)."""
+    flip_seed, crop_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=2)
+    )
+    if random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if crop_padding:
+        shape = tf.shape(image)
+        padded = tf.pad(
+            image, [[crop_padding, crop_padding]] * 2 + [[0, 0]]
+        )
+        image = tf.image.stateless_random_crop(padded, shape, crop_seed)
+    return image
 
 
 def _pipeline(
-    dataset, training, batch_size, shuffle_buffer, seed, drop_remainder
+    dataset,
+    training,
+    batch_size,
+    shuffle_buffer,
+    seed,
+    drop_remainder,
+    augmentation=None,
+    statistics=None,
 ):
     # Cache the decoded (uint8 for images) examples, normalize per batch.
     dataset = dataset.cache()
@@ -357,9 +475,27 @@ def _pipeline(
         dataset = dataset.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True
         )
+    if augmentation:
+        random_flip, crop_padding = augmentation
+        # A new stream of per-example seeds in every epoch (pairs of int64).
+        seeds = tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=True
+        ).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(
+            lambda example, pair: (
+                _augment(example[0], pair, random_flip, crop_padding),
+                example[1],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(
-        lambda features, label: (_to_unit_float(features), label),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+
+    def normalize(features, label):
+        features = _to_unit_float(features)
+        if statistics is not None:
+            mean, std = statistics
+            features = (features - mean) / std
+        return features, label
+
+    dataset = dataset.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

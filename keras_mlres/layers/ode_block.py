@@ -44,6 +44,16 @@ class ODEBlock(keras.layers.Layer):
       its arguments, because `ODEStack` calls it once per time step with the
       slices of its stacked weights.
 
+    A block with non-trainable per-block state (e.g. the moving statistics of
+    batch normalization) also defines:
+
+    - `state_specs(input_shape)`: the state variables of one block, as a list
+      of `WeightSpec` (their values reach `residual` in `weights` too).
+    - `residual_and_state(inputs, weights, training)`: F and the new values
+      of the state (a dict from state name to tensor), again pure. The caller
+      (the block itself, or `ODEStack` after its loop) assigns the new state
+      in training mode.
+
     The block itself adds `dt * F(y)` to its input. `dt` is the time step of
     the forward-Euler discretization; inside an `ODEStack` it is
     `time_horizon / num_blocks`.
@@ -96,16 +106,50 @@ class ODEBlock(keras.layers.Layer):
             f"{type(self).__name__} must implement `residual`."
         )
 
+    def state_specs(self, input_shape):
+        """Lists the non-trainable state variables of one block.
+
+        Args:
+            input_shape: Shape tuple of the block's input, batch axis first.
+
+        Returns:
+            A list of `WeightSpec` (empty for a stateless block, the default;
+            regularizers and constraints are not used).
+        """
+        del input_shape  # Stateless by default.
+        return []
+
+    def residual_and_state(self, inputs, weights, training=None):
+        """Evaluates F and the block's new state.
+
+        Args:
+            inputs: The state y of the ODE, a tensor.
+            weights: Dict from `WeightSpec.name` to tensor, for the weights
+                and the state variables.
+            training: Python bool or None, as in `Layer.call`.
+
+        Returns:
+            A tuple `(F(y), new_state)`, `new_state` a dict from each state
+            name to its updated value. The default (a stateless block)
+            returns `residual` and an empty dict.
+        """
+        return self.residual(inputs, weights, training=training), {}
+
     def build(self, input_shape):
-        specs = self.weight_specs(input_shape)
-        self._weight_names = tuple(spec.name for spec in specs)
-        for spec in specs:
+        weight_specs = self.weight_specs(input_shape)
+        state_specs = self.state_specs(input_shape)
+        self._weight_names = tuple(spec.name for spec in weight_specs)
+        self._state_names = tuple(spec.name for spec in state_specs)
+        for spec, trainable in [(s, True) for s in weight_specs] + [
+            (s, False) for s in state_specs
+        ]:
             variable = self.add_weight(
                 name=spec.name,
                 shape=spec.shape,
                 initializer=spec.initializer,
                 regularizer=spec.regularizer,
                 constraint=spec.constraint,
+                trainable=trainable,
             )
             setattr(self, spec.name, variable)
 
@@ -113,12 +157,29 @@ class ODEBlock(keras.layers.Layer):
         """Returns this block's weights as the dict `residual` expects."""
         return {name: getattr(self, name) for name in self._weight_names}
 
+    def block_state(self):
+        """Returns this block's state variables by name (may be empty)."""
+        return {name: getattr(self, name) for name in self._state_names}
+
     def call(self, inputs, training=None):
+        variables = {**self.block_weights(), **self.block_state()}
         weights = {
             name: ops.cast(value, self.compute_dtype)
-            for name, value in self.block_weights().items()
+            for name, value in variables.items()
         }
-        step = self.residual(inputs, weights, training=training)
+        if self._state_names and not self.trainable:
+            # As keras.layers.BatchNormalization: a frozen block runs in
+            # inference mode on its stored state.
+            training = False
+        if training and self._state_names:
+            step, new_state = self.residual_and_state(
+                inputs, weights, training=training
+            )
+            for name, value in new_state.items():
+                variable = getattr(self, name)
+                variable.assign(ops.cast(value, variable.dtype))
+        else:
+            step = self.residual(inputs, weights, training=training)
         return inputs + ops.cast(self.dt, inputs.dtype) * step
 
     def compute_output_shape(self, input_shape):

@@ -80,6 +80,13 @@ class ODEStack(keras.layers.Layer):
     compile time therefore do not grow with `num_blocks`, and restriction and
     prolongation between depths are single tensor ops on the block axis.
 
+    A block with per-block state (e.g. `ConvResidualODEBlock` with batch
+    normalization) gets that state stacked too, as non-trainable `(K, ...)`
+    variables in `stacked_state` (the weights are in `stacked_weights`). In
+    training mode the loop collects each block's new state and assigns it
+    after the loop; in inference mode each block reads its own state. A coarse
+    stage made by `coarsened` has its own state.
+
     Args:
         block: An `ODEBlock` (e.g. `ResidualODEBlock`) used as the template of
             every block; its weights are not used, only its configuration. Its
@@ -160,16 +167,25 @@ class ODEStack(keras.layers.Layer):
         return config
 
     def build(self, input_shape):
-        specs = self.block.weight_specs(input_shape)
-        self.stacked_weights = {}
-        for spec in specs:
-            self.stacked_weights[spec.name] = self.add_weight(
+        self.stacked_weights = self._add_stacked(
+            self.block.weight_specs(input_shape), trainable=True
+        )
+        self.stacked_state = self._add_stacked(
+            self.block.state_specs(input_shape), trainable=False
+        )
+
+    def _add_stacked(self, specs, trainable):
+        return {
+            spec.name: self.add_weight(
                 name=spec.name,
                 shape=(self.num_blocks,) + tuple(spec.shape),
                 initializer=_PerBlockInitializer(spec.initializer),
                 regularizer=_per_block(_PerBlockRegularizer, spec.regularizer),
                 constraint=_per_block(_PerBlockConstraint, spec.constraint),
+                trainable=trainable,
             )
+            for spec in specs
+        }
 
     def coarsened(self, factor=2, name=None):
         """Returns an unbuilt stage of `num_blocks / factor` blocks on [0, T].
@@ -207,7 +223,8 @@ class ODEStack(keras.layers.Layer):
         return type(self).from_config(config)
 
     def call(self, inputs, training=None):
-        names = list(self.stacked_weights)
+        variables = {**self.stacked_weights, **self.stacked_state}
+        names = list(variables)
         # TensorArray reads differentiate into a stacked gradient; indexing
         # the variable per step would build a dense (K, ...) gradient per step
         # without XLA.
@@ -215,23 +232,55 @@ class ODEStack(keras.layers.Layer):
             tf.TensorArray(
                 self.compute_dtype,
                 size=self.num_blocks,
-                element_shape=self.stacked_weights[name].shape[1:],
-            ).unstack(ops.cast(self.stacked_weights[name], self.compute_dtype))
+                element_shape=variables[name].shape[1:],
+            ).unstack(ops.cast(variables[name], self.compute_dtype))
             for name in names
+        ]
+        if self.stacked_state and not self.trainable:
+            # As keras.layers.BatchNormalization: a frozen stage runs in
+            # inference mode on its stored state.
+            training = False
+        update_state = bool(training and self.stacked_state)
+        state_names = list(self.stacked_state) if update_state else []
+        new_state = [
+            tf.TensorArray(
+                self.stacked_state[name].dtype,
+                size=self.num_blocks,
+                element_shape=self.stacked_state[name].shape[1:],
+            )
+            for name in state_names
         ]
         dt = ops.cast(self.dt, inputs.dtype)
 
-        def euler_step(k, state):
+        def euler_step(k, state, new_state):
             weights = {name: array.read(k) for name, array in zip(names, arrays)}
-            step = self.block.residual(state, weights, training=training)
-            return k + 1, state + dt * step
+            if not update_state:
+                step = self.block.residual(state, weights, training=training)
+                return k + 1, state + dt * step, new_state
+            step, block_state = self.block.residual_and_state(
+                state, weights, training=training
+            )
+            new_state = [
+                array.write(
+                    k,
+                    tf.stop_gradient(
+                        ops.cast(block_state[name], array.dtype)
+                    ),
+                )
+                for name, array in zip(state_names, new_state)
+            ]
+            return k + 1, state + dt * step, new_state
 
-        _, outputs = tf.while_loop(
-            lambda k, _: k < self.num_blocks,
+        _, outputs, new_state = tf.while_loop(
+            lambda k, *_: k < self.num_blocks,
             euler_step,
-            (tf.constant(0), inputs),
+            (tf.constant(0), inputs, new_state),
             maximum_iterations=self.num_blocks,
         )
+        # The moving statistics are assigned once, after all K blocks, from
+        # values the pure residuals returned (no variable writes in the loop).
+        for name, array in zip(state_names, new_state):
+            self.stacked_state[name].assign(array.stack())
         if self.smoothness_penalty:
             self.add_loss(self.smoothness_loss())
         return outputs

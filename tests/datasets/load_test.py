@@ -310,6 +310,95 @@ class LoadCatalogTest(tf.test.TestCase):
         self._assert_clear_error(caught.exception, data_dir, "no network")
 
 
+class ImageOptionsTest(parameterized.TestCase, tf.test.TestCase):
+    """Normalization and augmentation of image data sets."""
+
+    def _mnist(self, **kwargs):
+        with tfds.testing.mock_data(num_examples=64):
+            return mlres_datasets.load(
+                "mnist", batch_size=64, data_dir=_tempdir(self), seed=3,
+                shuffle_buffer=0, **kwargs,
+            )
+
+    def test_standardize_uses_train_statistics_per_channel(self):
+        train, test = self._mnist(
+            split=("train", "test"), normalization="standardize"
+        )
+        raw_train, raw_test = self._mnist(split=("train", "test"))
+        images = next(iter(train))[0].numpy()
+        # On the training split: mean 0 and std 1 per channel.
+        self.assertAllClose(images.mean(axis=(0, 1, 2)), [0.0], atol=1e-5)
+        self.assertAllClose(images.std(axis=(0, 1, 2)), [1.0], atol=1e-4)
+        # Other splits with the training split's statistics.
+        unit = next(iter(raw_train))[0].numpy()
+        mean, std = unit.mean(), unit.std()
+        self.assertAllClose(
+            next(iter(test))[0], (next(iter(raw_test))[0] - mean) / std,
+            atol=1e-4,
+        )
+
+    def test_standardize_a_split_other_than_train(self):
+        test = self._mnist(split="test", normalization="standardize")
+        self.assertEqual(test.element_spec[0].shape.as_list(), [None, 28, 28, 1])
+
+    def test_random_flip_flips_some_images_and_changes_per_epoch(self):
+        train = self._mnist(split="train", random_flip=True)
+        plain = next(iter(self._mnist(split="train")))[0].numpy()
+        epoch_1 = next(iter(train))[0].numpy()
+        epoch_2 = next(iter(train))[0].numpy()
+        flipped = [
+            np.array_equal(image, original[:, ::-1])
+            and not np.array_equal(image, original)
+            for image, original in zip(epoch_1, plain)
+        ]
+        kept = [np.array_equal(i, o) for i, o in zip(epoch_1, plain)]
+        self.assertAllEqual(np.logical_or(flipped, kept), [True] * 64)
+        self.assertBetween(sum(flipped), 16, 48)
+        self.assertNotAllClose(epoch_1, epoch_2)
+        # The same seed gives the same augmented epochs.
+        again = next(iter(self._mnist(split="train", random_flip=True)))[0]
+        self.assertAllEqual(again, epoch_1)
+
+    def test_random_crop_shifts_images_within_the_padding(self):
+        train = self._mnist(split="train", random_crop_padding=2)
+        plain = next(iter(self._mnist(split="train")))[0].numpy()
+        images = next(iter(train))[0].numpy()
+        self.assertEqual(images.shape, (64, 28, 28, 1))
+        shifts = []
+        for image, original in zip(images, plain):
+            padded = np.pad(original, [(2, 2), (2, 2), (0, 0)])
+            matches = [
+                (dy, dx)
+                for dy in range(5)
+                for dx in range(5)
+                if np.array_equal(padded[dy : dy + 28, dx : dx + 28], image)
+            ]
+            self.assertNotEmpty(matches)
+            shifts.append(matches[0])
+        self.assertGreater(len(set(shifts)), 5)
+
+    def test_evaluation_splits_are_not_augmented(self):
+        test = self._mnist(split="test", random_flip=True,
+                           random_crop_padding=4)
+        plain = self._mnist(split="test")
+        self.assertAllEqual(next(iter(test))[0], next(iter(plain))[0])
+
+    def test_shapes_is_local(self):
+        self.assertIn("shapes", mlres_datasets.LOCAL_DATASETS)
+
+    @parameterized.named_parameters(
+        ("normalization", dict(normalization="minmax"), "normalization"),
+        ("padding", dict(random_crop_padding=-1), "random_crop_padding"),
+        ("flip_on_points", dict(random_flip=True), "augment images"),
+        ("crop_on_points", dict(random_crop_padding=2), "augment images"),
+    )
+    def test_bad_options(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            mlres_datasets.load(
+                "peaks", split="validation", data_dir=_tempdir(self), **kwargs
+            )
+
+
 class ProbeTest(tf.test.TestCase):
     """The network probe, on the loopback interface only."""
 

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from keras_mlres.layers import ConvResidualODEBlock
 from keras_mlres.layers import ODEStack
 from keras_mlres.layers import ResidualODEBlock
 
@@ -21,6 +22,8 @@ def _standalone_blocks(stack, input_shape):
         block.build(input_shape)
         for name, variable in block.block_weights().items():
             variable.assign(stack.stacked_weights[name][k])
+        for name, variable in block.block_state().items():
+            variable.assign(stack.stacked_state[name][k])
         blocks.append(block)
     return blocks
 
@@ -513,6 +516,209 @@ class ODEStackTest(tf.test.TestCase, parameterized.TestCase):
         self.assertGreater(small_functions, 0)  # The loop body lives there.
         self.assertEqual(small_functions, large_functions)
         self.assertEqual(small_ops, large_ops)
+
+
+
+def _conv_stack(num_blocks=3, dtype=None, **block_kwargs):
+    return ODEStack(
+        ConvResidualODEBlock(
+            3,
+            kernel_initializer=_seeded(),
+            bias_initializer=keras.initializers.RandomNormal(seed=7),
+            **block_kwargs,
+        ),
+        num_blocks=num_blocks,
+        time_horizon=1.5,
+        dtype=dtype,
+    )
+
+
+def _conv_inputs(dtype="float32"):
+    shape = (4, 5, 6, 3)
+    return np.random.default_rng(8).normal(size=shape).astype(dtype)
+
+
+def _randomize_stacked_state(stack):
+    rng = np.random.default_rng(9)
+    for name, variable in stack.stacked_state.items():
+        values = rng.normal(size=variable.shape)
+        variable.assign(np.exp(values) if "variance" in name else values)
+
+
+class ConvODEStackTest(tf.test.TestCase, parameterized.TestCase):
+    """ODEStack with convolutional blocks, batch normalization's state."""
+
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(4321)
+
+    @parameterized.named_parameters(
+        ("plain", {}, False),
+        ("plain_double", {"double_layer": True}, False),
+        ("batch_norm_inference", {"normalization": "batch"}, False),
+        ("batch_norm_training", {"normalization": "batch"}, True),
+        (
+            "batch_norm_double_training",
+            {"normalization": "batch", "double_layer": True, "momentum": 0.5},
+            True,
+        ),
+    )
+    def test_equals_standalone_blocks_in_sequence(self, kwargs, training):
+        # Each block of the stack has its own statistics: the stack equals K
+        # standalone blocks in a row, outputs and updated statistics alike.
+        stack = _conv_stack(**kwargs)
+        inputs = _conv_inputs()
+        stack.build(inputs.shape)
+        _randomize_stacked_state(stack)
+        blocks = _standalone_blocks(stack, inputs.shape)
+        outputs = stack(inputs, training=training)
+        expected = tf.constant(inputs)
+        for block in blocks:
+            expected = block(expected, training=training)
+        self.assertAllClose(outputs, expected, rtol=1e-4, atol=1e-5)
+        for name, stacked in stack.stacked_state.items():
+            self.assertAllClose(
+                stacked,
+                np.stack([block.block_state()[name] for block in blocks]),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+
+    def test_training_updates_state_inference_and_frozen_do_not(self):
+        stack = _conv_stack(normalization="batch")
+        inputs = _conv_inputs()
+        stack(inputs, training=False)
+        self.assertLen(stack.non_trainable_variables, 2)
+        self.assertEqual(
+            {n: tuple(v.shape) for n, v in stack.stacked_state.items()},
+            {"moving_mean": (3, 3), "moving_variance": (3, 3)},
+        )
+        self.assertAllEqual(stack.stacked_state["moving_mean"], np.zeros((3, 3)))
+        stack(inputs, training=True)
+        means = stack.stacked_state["moving_mean"].numpy()
+        self.assertTrue(np.all(means != 0.0))
+        # Blocks see different states, so their statistics differ.
+        self.assertNotAllClose(means[0], means[1])
+        stack.trainable = False
+        expected = stack(inputs, training=False)
+        self.assertAllClose(stack(inputs, training=True), expected)
+        self.assertAllEqual(stack.stacked_state["moving_mean"], means)
+
+    def test_xla_matches_eager_with_gradients_and_state(self):
+        results = []
+        for jit_compile in (False, True):
+            keras.utils.set_random_seed(0)
+            stack = _conv_stack(
+                num_blocks=4, normalization="batch", double_layer=True
+            )
+            inputs = tf.constant(_conv_inputs())
+            stack.build(inputs.shape)
+
+            def loss_and_gradients(x):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(tf.square(stack(x, training=True)))
+                return loss, tape.gradient(loss, stack.trainable_variables)
+
+            compiled = tf.function(loss_and_gradients, jit_compile=jit_compile)
+            loss, gradients = compiled(inputs)
+            state = [v.numpy() for v in stack.stacked_state.values()]
+            results.append((loss, gradients, state))
+            if jit_compile:
+                self.assertIn(
+                    "HloModule",
+                    compiled.experimental_get_compiler_ir(inputs)(stage="hlo"),
+                )
+        (eager_loss, eager_grads, eager_state), (xla_loss, xla_grads, xla_state) = (
+            results
+        )
+        self.assertAllClose(xla_loss, eager_loss, rtol=1e-5)
+        for xla, eager in zip(xla_grads + xla_state, eager_grads + eager_state):
+            self.assertAllClose(xla, eager, rtol=1e-4, atol=1e-5)
+
+    @parameterized.named_parameters(
+        ("plain", {}), ("batch_norm", {"normalization": "batch"})
+    )
+    def test_gradient_matches_finite_differences(self, kwargs):
+        stack = _conv_stack(num_blocks=2, dtype="float64", activation="tanh",
+                            **kwargs)
+        inputs = tf.constant(_conv_inputs("float64"))
+        stack.build(inputs.shape)
+        kernel = stack.stacked_weights["kernel"]
+        weights = np.random.default_rng(5).normal(size=inputs.shape)
+        state = [v.numpy() for v in stack.stacked_state.values()]
+
+        def objective():
+            value = tf.reduce_sum(tf.sin(stack(inputs, training=True)) * weights)
+            # Training calls move the statistics; keep the point fixed.
+            for variable, values in zip(stack.stacked_state.values(), state):
+                variable.assign(values)
+            return value
+
+        with tf.GradientTape() as tape:
+            value = objective()
+        gradient = tape.gradient(value, kernel).numpy()
+        base = kernel.numpy()
+        eps = 1e-6
+        rng = np.random.default_rng(6)
+        for _ in range(12):  # Random entries: the kernel has 162.
+            index = tuple(rng.integers(0, n) for n in base.shape)
+            shifted = base.copy()
+            shifted[index] += eps
+            kernel.assign(shifted)
+            plus = objective().numpy()
+            shifted[index] -= 2 * eps
+            kernel.assign(shifted)
+            minus = objective().numpy()
+            kernel.assign(base)
+            self.assertAllClose(
+                gradient[index], (plus - minus) / (2 * eps), rtol=1e-5,
+                atol=1e-8,
+            )
+
+    def test_coarsened_stage_has_its_own_state(self):
+        stack = _conv_stack(num_blocks=4, normalization="batch")
+        stack.build((None, 5, 6, 3))
+        coarse = stack.coarsened(2)
+        coarse.build((None, 5, 6, 3))
+        self.assertEqual(tuple(coarse.stacked_state["moving_mean"].shape), (2, 3))
+        self.assertIsNot(
+            coarse.stacked_state["moving_mean"], stack.stacked_state["moving_mean"]
+        )
+
+    def test_save_and_load_model_keeps_state(self):
+        model = keras.Sequential([
+            keras.Input((5, 6, 3)),
+            _conv_stack(normalization="batch", double_layer=True),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ])
+        inputs = _conv_inputs()
+        model(inputs, training=True)
+        expected = model.predict(inputs, verbose=0)
+        path = os.path.join(self.get_temp_dir(), "conv_stack.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        stage = loaded.layers[0]
+        self.assertIsInstance(stage.block, ConvResidualODEBlock)
+        for name, variable in model.layers[0].stacked_state.items():
+            self.assertAllClose(stage.stacked_state[name], variable)
+        self.assertAllClose(loaded.predict(inputs, verbose=0), expected)
+
+    def test_traced_graph_size_does_not_grow_with_num_blocks(self):
+        def traced(num_blocks):
+            stack = _conv_stack(num_blocks, normalization="batch")
+            inputs = tf.constant(_conv_inputs())
+            stack(inputs)
+
+            @tf.function
+            def step(x):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(tf.square(stack(x, training=True)))
+                return loss, tape.gradient(loss, stack.trainable_variables)
+
+            return _graph_size(step.get_concrete_function(inputs))
+
+        self.assertEqual(traced(2), traced(16))
 
 
 if __name__ == "__main__":
