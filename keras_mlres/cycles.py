@@ -154,6 +154,7 @@ class Level:
         self.index = index
         self.model = model
         self.variables = model.trainable_variables
+        self._state = model.non_trainable_variables
         self.optimizer = optimizer
         self.cost = cost
         self._loss_fn = loss_fn
@@ -168,8 +169,16 @@ class Level:
         return loss, y_pred
 
     def value(self, data, v):
-        """Returns h at the current weights (a forward pass)."""
-        return self._objective(data, v)[0]
+        """Returns h at the current weights (a forward pass).
+
+        The pass is a probe (the line search evaluates trial weights with
+        it): state that a training-mode pass updates, such as batch-norm
+        moving statistics, is restored afterwards.
+        """
+        state = read_values(self._state)
+        value = self._objective(data, v)[0]
+        assign_values(self._state, state)
+        return value
 
     def value_and_gradient(self, data, v):
         """Returns h, grad h and the predictions at the current weights."""

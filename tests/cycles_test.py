@@ -272,6 +272,35 @@ class CycleStructureTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(result.y_pred.shape, (32, 3))
 
 
+class ProbeTest(tf.test.TestCase, parameterized.TestCase):
+    """`Level.value` probes: no trace in batch-norm statistics."""
+
+    @parameterized.parameters(False, True)
+    def test_value_restores_statistics_that_a_gradient_pass_updates(
+        self, jit_compile
+    ):
+        model = _conv_fine_model()
+        level = cycles.Level(0, model, keras.optimizers.SGD(0.1), _loss_fn)
+        rng = np.random.default_rng(0)
+        data = (
+            tf.constant(rng.normal(size=(8, 6, 6, 2)).astype("float32")),
+            tf.constant(rng.integers(0, 3, 8).astype("int32")),
+            None,
+        )
+        statistics = model.non_trainable_variables
+        self.assertNotEmpty(statistics)
+        before = [np.array(s) for s in statistics]
+        tf.function(level.value, jit_compile=jit_compile)(data, None)
+        for variable, value in zip(statistics, before):
+            self.assertAllEqual(variable, value)
+        tf.function(level.value_and_gradient, jit_compile=jit_compile)(
+            data, None
+        )
+        self.assertTrue(
+            any(not np.array_equal(v, b) for v, b in zip(statistics, before))
+        )
+
+
 class OptimizerStateTest(tf.test.TestCase):
     def test_reset_zeroes_slots_and_iterations_but_not_learning_rate(self):
         model = _fine_model()
