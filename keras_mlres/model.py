@@ -46,6 +46,13 @@ class MultilevelModel(keras.Model):
     XLA-compiled step; all control flow on tensor values is `tf.while_loop`,
     so the step has no host synchronization.
 
+    Under a `tf.distribute` strategy each replica runs the cycle on its share
+    of the batch, with gradients all-reduced on every level. A coarse level
+    whose loss or correction is not finite has its correction rejected and
+    is counted in the `level_l_diverged` log; the fine weights stay finite.
+    `compile` and `fit` check their arguments and the training data before
+    anything changes (see README.md, "Errors").
+
     Args:
         model: A built Sequential or functional `keras.Model` with
             `ODEStack` layers: the fine network (level 0).
