@@ -102,7 +102,7 @@ class Hierarchy:
         self._stage_mask = self._find_stage_variables()
         for level in range(num_levels - 1):
             self.restrict(level)
-            self._restrict_untransferred_stage_variables(level)
+            self.restrict_state(level)
 
     @staticmethod
     def _check_arguments(
@@ -293,13 +293,19 @@ class Hierarchy:
         )
         return restricted
 
-    def _restrict_untransferred_stage_variables(self, level):
-        """Restricts, once, the stage variables the cycle does not transfer.
+    def restrict_state(self, level):
+        """Restricts the stage variables the cycle does not transfer.
 
         These are the non-trainable per-block state of every stage (e.g.
         batch-norm moving statistics, which each level then updates on its
-        own) and the weights of frozen stages (which never change).
+        own) and the weights of frozen stages (which never change). Done once
+        when the hierarchy is built, and when training resumes from the fine
+        network (`MultilevelModel.resume_schedule`).
+
+        Args:
+            level: The finer of the two levels; level `level + 1` receives.
         """
+        self._check_pair(level, level + 1)
         for fine, coarse in zip(self._stages[level], self._stages[level + 1]):
             pairs = [
                 (fine.stacked_state[key], coarse.stacked_state[key])

@@ -477,14 +477,16 @@ class MultilevelModel(keras.Model):
         """Continues nested iteration where `nested_schedule` says it is.
 
         The fine network is the state that checkpoints hold; the active
-        level's weights are restricted from it (exactly the level's own
-        weights when `R P = I`, as for the default operators). Called when
+        level's weights and batch-norm statistics are restricted from it
+        (exactly the level's own when `R P = I`, as for the default
+        operators). Called when
         `fit` starts, after callbacks such as `BackupAndRestore` restored the
         variables.
         """
         level = int(self.nested_schedule[0])
         for finer in range(level):
             self.hierarchy.restrict(finer)
+            self.hierarchy.restrict_state(finer)
         if level != self.active_level:
             self.active_level = level
             self.make_train_function(force=True)

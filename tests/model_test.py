@@ -493,6 +493,35 @@ class NestedIterationTest(tf.test.TestCase):
         loss, _ = model.evaluate(_images(seed=1), verbose=0)
         self.assertAllClose(loss, history.history["val_loss"][0], rtol=1e-5)
 
+    def test_restored_model_resumes_on_the_active_level(self):
+        # A checkpoint holds the fine network and the schedule; resuming
+        # restricts the active level's weights and statistics from the fine
+        # network, which gives back the level's own (R P = I).
+        def nested():
+            return _compiled(
+                mlres.MultilevelModel(
+                    _conv_fine(), num_levels=3, nested_iteration=True,
+                    max_level_epochs=2, level_patience=5,
+                )
+            )
+
+        model = nested()
+        history = model.fit(_images(), epochs=3, verbose=0)
+        self.assertEqual(history.history["level"], [2, 2, 1])
+        path = os.path.join(self.get_temp_dir(), "nested.weights.h5")
+        model.save_weights(path)
+        restored = nested()
+        restored.load_weights(path)
+        restored.resume_schedule()
+        self.assertEqual(restored.active_level, 1)
+        self.assertAllEqual(restored.nested_schedule, [1, 1, 0])
+        for level in (0, 1):
+            for got, want in zip(
+                restored.hierarchy.level(level).weights,
+                model.hierarchy.level(level).weights,
+            ):
+                self.assertAllEqual(got, want, msg=f"level {level} {got.path}")
+
     def test_levels_move_finer_and_fine_network_holds_prolongated_weights(self):
         model = _compiled(
             mlres.MultilevelModel(
