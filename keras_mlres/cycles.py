@@ -407,9 +407,11 @@ class MGOPT:
                 coarse_cycle,
             )
         correction = self.prolongate_correction(coarse, coarse_start.weights)
+        # The replicas' sum, so that all replicas take the same decision.
+        coarse_value = sum_over_replicas(coarse_start.value)
         diverged = tf.logical_not(
             tf.logical_and(
-                tf.math.is_finite(coarse_start.value), all_finite(correction)
+                tf.math.is_finite(coarse_value), all_finite(correction)
             )
         )
         coarse.discard_optimizer_state(diverged)
