@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 from keras_mlres import _validation
 from keras_mlres import cycles
@@ -16,10 +17,7 @@ from keras_mlres.version import check_compatible
 
 def _unscaled(loss):
     """Undoes Keras's per-replica loss scaling (1 / num_replicas) for logs."""
-    if loss is None:
-        return None
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+    return None if loss is None else unscale_loss_for_distribution(loss)
 
 
 def _parameter_count(model):

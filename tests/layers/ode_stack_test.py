@@ -37,6 +37,19 @@ def _graph_size(concrete_function):
     )
 
 
+def _central_difference(objective, variable, index, eps=1e-6):
+    """d objective / d variable[index] by central differences; restores it."""
+    base = variable.numpy()
+    values = []
+    for step in (eps, -eps):
+        shifted = base.copy()
+        shifted[index] += step
+        variable.assign(shifted)
+        values.append(objective().numpy())
+    variable.assign(base)
+    return (values[0] - values[1]) / (2 * eps)
+
+
 def _seeded(seed=17):
     return keras.initializers.GlorotUniform(seed=seed)
 
@@ -439,19 +452,9 @@ class ODEStackTest(tf.test.TestCase, parameterized.TestCase):
             value = objective()
         gradient = tape.gradient(value, kernel).numpy()
 
-        base = kernel.numpy()
-        numeric = np.zeros_like(base)
-        eps = 1e-6
-        for index in np.ndindex(base.shape):
-            shifted = base.copy()
-            shifted[index] += eps
-            kernel.assign(shifted)
-            plus = objective().numpy()
-            shifted[index] -= 2 * eps
-            kernel.assign(shifted)
-            minus = objective().numpy()
-            numeric[index] = (plus - minus) / (2 * eps)
-        kernel.assign(base)
+        numeric = np.zeros_like(gradient)
+        for index in np.ndindex(gradient.shape):
+            numeric[index] = _central_difference(objective, kernel, index)
         self.assertGreater(np.abs(gradient).min(), 0.0)
         self.assertAllClose(gradient, numeric, rtol=1e-6, atol=1e-8)
 
@@ -657,22 +660,12 @@ class ConvODEStackTest(tf.test.TestCase, parameterized.TestCase):
         with tf.GradientTape() as tape:
             value = objective()
         gradient = tape.gradient(value, kernel).numpy()
-        base = kernel.numpy()
-        eps = 1e-6
         rng = np.random.default_rng(6)
         for _ in range(12):  # Random entries: the kernel has 162.
-            index = tuple(rng.integers(0, n) for n in base.shape)
-            shifted = base.copy()
-            shifted[index] += eps
-            kernel.assign(shifted)
-            plus = objective().numpy()
-            shifted[index] -= 2 * eps
-            kernel.assign(shifted)
-            minus = objective().numpy()
-            kernel.assign(base)
+            index = tuple(rng.integers(0, n) for n in gradient.shape)
             self.assertAllClose(
-                gradient[index], (plus - minus) / (2 * eps), rtol=1e-5,
-                atol=1e-8,
+                gradient[index], _central_difference(objective, kernel, index),
+                rtol=1e-5, atol=1e-8,
             )
 
     def test_coarsened_stage_has_its_own_state(self):
