@@ -42,36 +42,49 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_mlres as mlres  # noqa: E402
+from keras_mlres import DEFAULT_SCHEME  # noqa: E402
 from keras_mlres import reporting  # noqa: E402
 from keras_mlres.callbacks import WallClock  # noqa: E402
 from keras_mlres.train import BASELINE_SCHEME  # noqa: E402
-from keras_mlres.train import DEFAULT_SCHEME  # noqa: E402
 from keras_mlres.train import OPTIMIZERS  # noqa: E402
 from keras_mlres.train import fine_network  # noqa: E402
 from keras_mlres.train import validation_split  # noqa: E402
 
 LEARNING_RATES = {"sgd": (0.03, 0.1, 0.3), "adam": (3e-3, 1e-2, 3e-2)}
+# Each variant overrides some of DEFAULT_SCHEME's entries.
+_CLASSIC_CYCLE = dict(
+    nested_iteration=False, max_level_epochs=None, coarsening_factor=2,
+    coarse_learning_rate_scale=1.0,
+)
 ABLATION = {
-    "one V-cycle per batch, 2 levels": dict(
-        num_levels=2, cycle="V", nested_iteration=False,
-        pre_smoothing=1, post_smoothing=1,
+    "coarse learning rate not scaled (1x)": dict(
+        coarse_learning_rate_scale=1.0,
     ),
-    "one V-cycle per batch, 3 levels": dict(
-        num_levels=3, cycle="V", nested_iteration=False,
-        pre_smoothing=1, post_smoothing=1,
+    "1 epoch on the coarse level": dict(max_level_epochs=1),
+    "coarsening factor 4 (K/4)": dict(coarsening_factor=4),
+    "K/8 via K/4 and K/2, 1 epoch each": dict(
+        num_levels=4, coarsening_factor=2, max_level_epochs=1,
     ),
     "nested iteration + V-cycles": dict(
-        cycle="V", nested_iteration=True, pre_smoothing=1, post_smoothing=1,
+        cycle="V", pre_smoothing=1, post_smoothing=1,
     ),
-    "nested iteration, 2 levels": dict(num_levels=2),
-    "nested iteration, patience 2": dict(level_patience=2),
+    "previous default: 3 levels, factor 2, patience 1, lr 1x": dict(
+        num_levels=3, coarsening_factor=2, level_patience=1,
+        max_level_epochs=None, coarse_learning_rate_scale=1.0,
+    ),
+    "one V-cycle per batch, 2 levels": dict(
+        _CLASSIC_CYCLE, num_levels=2, cycle="V", post_smoothing=1,
+    ),
+    "one V-cycle per batch, 3 levels": dict(
+        _CLASSIC_CYCLE, num_levels=3, cycle="V", post_smoothing=1,
+    ),
     "V-cycle, coarse state kept": dict(
-        num_levels=2, cycle="V", nested_iteration=False,
-        coarse_optimizer_state="keep", post_smoothing=1,
+        _CLASSIC_CYCLE, num_levels=2, cycle="V", post_smoothing=1,
+        coarse_optimizer_state="keep",
     ),
     "V-cycle, no line search": dict(
-        num_levels=2, cycle="V", nested_iteration=False,
-        line_search=False, post_smoothing=1,
+        _CLASSIC_CYCLE, num_levels=2, cycle="V", post_smoothing=1,
+        line_search=False,
     ),
 }
 

@@ -12,8 +12,10 @@ from keras_mlres import datasets
 from keras_mlres import export
 from keras_mlres import layers
 from keras_mlres import models
+from keras_mlres import schedules
 from keras_mlres import transfer
 from keras_mlres.export import load_model
 from keras_mlres.hierarchy import Hierarchy
+from keras_mlres.model import DEFAULT_SCHEME
 from keras_mlres.model import MultilevelModel
 from keras_mlres.version import __version__

@@ -1,5 +1,7 @@
 """`MultilevelModel`: MG/OPT training of a residual network behind `fit`."""
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -8,11 +10,30 @@ from keras.src.losses.loss import unscale_loss_for_distribution
 from keras_mlres import _validation
 from keras_mlres import cycles
 from keras_mlres import export as export_lib
+from keras_mlres import schedules
 from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_count
 from keras_mlres.hierarchy import Hierarchy
 from keras_mlres.version import __version__
 from keras_mlres.version import check_compatible
+
+
+# The scheme that measured fastest to a target accuracy (benchmarks/RESULTS.md,
+# "Ablation"): `MultilevelModel(fine, **DEFAULT_SCHEME)`. Full multigrid's
+# nested iteration as a warm start: 3 epochs on a network with 8x fewer
+# blocks, whose optimizer's learning rate is 8x the fine one (scaled with dt),
+# then the fine network, one optimizer step per batch.
+DEFAULT_SCHEME = dict(
+    num_levels=2,
+    coarsening_factor=8,
+    cycle="none",
+    nested_iteration=True,
+    pre_smoothing=1,
+    post_smoothing=0,
+    level_patience=3,
+    max_level_epochs=3,
+    coarse_learning_rate_scale="dt",
+)
 
 
 def _unscaled(loss):
@@ -32,6 +53,11 @@ class MultilevelModel(keras.Model):
     MG/OPT cycle per batch across the hierarchy of coarser networks (see
     `keras_mlres.cycles`); `evaluate`, `predict` and `call` use the fine
     network only. Everything else is a normal `keras.Model`.
+
+    The constructor's defaults are the classic MG/OPT V-cycle;
+    `MultilevelModel(model, **keras_mlres.DEFAULT_SCHEME)` is the scheme
+    that measured fastest to a target accuracy (a nested-iteration warm
+    start; see benchmarks/RESULTS.md).
 
     Each level has its own optimizer: the fine level uses the one given to
     `compile`, coarse levels fresh clones of it unless `level_optimizers` is
@@ -66,6 +92,14 @@ class MultilevelModel(keras.Model):
             backtracking (a correction that does not decrease the level's
             objective is rejected). If False, the correction is always taken.
         max_backtracking: Step sizes the line search tries (1, 1/2, ...).
+        coarse_learning_rate_scale: Learning rate of the coarse levels'
+            optimizers cloned from the fine one (not of `level_optimizers`
+            passed to `compile`): level l runs the fine learning rate (or
+            schedule) times `scale**l`. `"dt"` scales by the step size,
+            `coarsening_factor**l = dt_l / dt_0`, which nested iteration with
+            Adam needs (the `DEFAULT_SCHEME` uses it; see
+            benchmarks/RESULTS.md); the default 1.0 keeps one learning rate
+            on every level, as MG/OPT cycles usually do.
         coarse_optimizer_state: `"reset"` (coarse optimizer slots and
             iteration counts are zeroed at each visit; the default, which
             measured better, see benchmarks/coarse_optimizer_state.py) or
@@ -110,6 +144,7 @@ class MultilevelModel(keras.Model):
         coarse_steps=2,
         line_search=True,
         max_backtracking=4,
+        coarse_learning_rate_scale=1.0,
         coarse_optimizer_state="reset",
         coarsening_factor=2,
         interpolation="constant",
@@ -130,6 +165,7 @@ class MultilevelModel(keras.Model):
         check_count("level_patience", level_patience, minimum=1)
         if max_level_epochs is not None:
             check_count("max_level_epochs", max_level_epochs, minimum=1)
+        _check_learning_rate_scale(coarse_learning_rate_scale)
         check_choice(
             "coarse_optimizer_state",
             coarse_optimizer_state,
@@ -169,6 +205,7 @@ class MultilevelModel(keras.Model):
         self.coarse_steps = coarse_steps
         self.line_search = bool(line_search)
         self.max_backtracking = max_backtracking
+        self.coarse_learning_rate_scale = coarse_learning_rate_scale
         self.coarse_optimizer_state = coarse_optimizer_state
         self.nested_iteration = bool(nested_iteration)
         self.level_patience = level_patience
@@ -216,6 +253,7 @@ class MultilevelModel(keras.Model):
                 "coarse_steps": self.coarse_steps,
                 "line_search": self.line_search,
                 "max_backtracking": self.max_backtracking,
+                "coarse_learning_rate_scale": self.coarse_learning_rate_scale,
                 "coarse_optimizer_state": self.coarse_optimizer_state,
                 "coarsening_factor": self.hierarchy.coarsening_factor,
                 "interpolation": self.hierarchy.interpolation,
@@ -304,9 +342,19 @@ class MultilevelModel(keras.Model):
         num_coarse = self.num_levels - 1
         if level_optimizers is None:
             config = fine_optimizer.get_config()
+            scale = self.coarse_learning_rate_scale
+            if scale == "dt":
+                scale = self.hierarchy.coarsening_factor
             return [
-                type(fine_optimizer).from_config(dict(config))
-                for _ in range(num_coarse)
+                type(fine_optimizer).from_config(
+                    dict(
+                        config,
+                        learning_rate=schedules.scale_learning_rate(
+                            config["learning_rate"], scale**level
+                        ),
+                    )
+                )
+                for level in range(1, num_coarse + 1)
             ]
         if not isinstance(level_optimizers, (list, tuple)) or (
             len(level_optimizers) != num_coarse
@@ -495,6 +543,21 @@ class MultilevelModel(keras.Model):
         self.active_level -= 1
         self.nested_schedule.assign([self.active_level, 0, 0])
         self.make_train_function(force=True)
+
+
+def _check_learning_rate_scale(scale):
+    if scale == "dt":
+        return
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not 0 < scale < math.inf
+    ):
+        raise ValueError(
+            "`coarse_learning_rate_scale` must be 'dt' (scale each coarse "
+            "level's learning rate by its step size dt_l / dt_0) or a "
+            f"positive number. Received: coarse_learning_rate_scale={scale!r}"
+        )
 
 
 class _NestedIteration(keras.callbacks.Callback):

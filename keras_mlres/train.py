@@ -7,8 +7,8 @@ Usage:
 Builds `keras_mlres.models.dense_ode_resnet` for a data set of vectors (the
 point sets) or `keras_mlres.models.ode_resnet` for images (`shapes`,
 `mnist`, `fashion_mnist`, `cifar10`; see `fine_network`) and trains it
-with the multilevel scheme (`DEFAULT_SCHEME`; --levels, --cycle and
---nested_iteration override it) and, with --compare (the default), trains
+with the multilevel scheme (`keras_mlres.DEFAULT_SCHEME`; --levels,
+--coarsening_factor, --cycle and --nested_iteration override it) and, with --compare (the default), trains
 the same network from the same initial weights with plain single-level
 training (one optimizer step per batch), with the same optimizer, data order
 and number of epochs. Then reports, for each method, the epochs, wall time
@@ -34,18 +34,12 @@ from keras_mlres import cycles
 from keras_mlres import datasets
 from keras_mlres import models
 from keras_mlres import reporting
+from keras_mlres.model import DEFAULT_SCHEME
 from keras_mlres.model import MultilevelModel
 
-# The multilevel method's settings: `MultilevelModel` keyword arguments.
-# --levels, --cycle and --nested_iteration override their entries.
-DEFAULT_SCHEME = dict(
-    num_levels=3,
-    cycle="none",
-    nested_iteration=True,
-    pre_smoothing=1,
-    post_smoothing=0,
-    level_patience=1,
-)
+# The multilevel method's settings are `DEFAULT_SCHEME` (`MultilevelModel`
+# keyword arguments); --levels, --coarsening_factor, --cycle and
+# --nested_iteration override their entries.
 # The single-level baseline: one optimizer step per batch, i.e. plain `fit`.
 BASELINE_SCHEME = dict(num_levels=1, pre_smoothing=1, post_smoothing=0)
 MULTILEVEL = "multilevel"
@@ -72,6 +66,12 @@ _LEVELS = flags.DEFINE_integer(
     None,
     "Number of levels of the multilevel method. Default: DEFAULT_SCHEME.",
     lower_bound=1,
+)
+_COARSENING_FACTOR = flags.DEFINE_integer(
+    "coarsening_factor",
+    None,
+    "Factor by which each level divides the blocks. Default: DEFAULT_SCHEME.",
+    lower_bound=2,
 )
 _BLOCKS = flags.DEFINE_integer(
     "blocks", 64, "K, the residual blocks of the fine network.", lower_bound=1
@@ -145,24 +145,30 @@ _JIT_COMPILE = flags.DEFINE_boolean(
 )
 # Recorded in results.json.
 _FLAGS = (
-    _DATASET, _LEVELS, _BLOCKS, _WIDTH, _STAGES, _BATCH_NORM, _TIME_HORIZON,
+    _DATASET, _LEVELS, _COARSENING_FACTOR, _BLOCKS, _WIDTH, _STAGES, _BATCH_NORM, _TIME_HORIZON,
     _CYCLE,
     _NESTED_ITERATION, _OPTIMIZER, _LEARNING_RATE, _EPOCHS, _BATCH_SIZE,
     _SEED, _COMPARE, _TARGET, _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE,
 )
 
 
-def multilevel_scheme(levels=None, cycle=None, nested_iteration=None):
+def multilevel_scheme(
+    levels=None, cycle=None, nested_iteration=None, coarsening_factor=None
+):
     """Returns the multilevel method's settings: `DEFAULT_SCHEME`, overridden.
 
     Args:
         levels: Optional number of levels (`num_levels`).
         cycle: Optional cycle, `"V"`, `"W"`, `"F"` or `"none"`.
         nested_iteration: Optional bool.
+        coarsening_factor: Optional factor by which each level divides the
+            blocks.
 
     Returns:
         A dict of `MultilevelModel` keyword arguments: `DEFAULT_SCHEME` with
-        the arguments that are not None in place of its entries.
+        the arguments that are not None in place of its entries. Without
+        nested iteration, the scheme's limit of epochs per coarse level
+        (`max_level_epochs`) is dropped, since it has no meaning there.
 
     Example:
 
@@ -170,12 +176,18 @@ def multilevel_scheme(levels=None, cycle=None, nested_iteration=None):
     2
     """
     overrides = dict(
-        num_levels=levels, cycle=cycle, nested_iteration=nested_iteration
+        num_levels=levels,
+        cycle=cycle,
+        nested_iteration=nested_iteration,
+        coarsening_factor=coarsening_factor,
     )
-    return dict(
+    scheme = dict(
         DEFAULT_SCHEME,
         **{key: value for key, value in overrides.items() if value is not None},
     )
+    if not scheme["nested_iteration"]:
+        scheme.pop("max_level_epochs", None)
+    return scheme
 
 
 def select_target(runs, target=None):
@@ -405,7 +417,10 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # Quiet tfds' INFO lines.
     schemes = {
         MULTILEVEL: multilevel_scheme(
-            _LEVELS.value, _CYCLE.value, _NESTED_ITERATION.value
+            _LEVELS.value,
+            _CYCLE.value,
+            _NESTED_ITERATION.value,
+            _COARSENING_FACTOR.value,
         )
     }
     if _COMPARE.value:

@@ -101,6 +101,11 @@ _CONSTRUCTOR_TRIGGERS = {
         _fine(), num_levels=1, pre_smoothing=0, post_smoothing=0
     ),
     "an unknown cycle": lambda m: mlres.MultilevelModel(_fine(), cycle="X"),
+    "a coarse learning-rate scale other than `'dt'` or a positive number": (
+        lambda m: mlres.MultilevelModel(
+            _fine(), coarse_learning_rate_scale="dx"
+        )
+    ),
 }
 _COMPILE_TRIGGERS = {
     "a loss given by an unknown name": lambda m: m.compile(

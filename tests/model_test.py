@@ -569,6 +569,72 @@ class NestedIterationTest(tf.test.TestCase):
         self.assertEqual(history.history["level"], [1, 1, 0])
 
 
+class CoarseLearningRateTest(tf.test.TestCase, parameterized.TestCase):
+    """The coarse levels' cloned optimizers run a scaled learning rate."""
+
+    @parameterized.named_parameters(
+        ("same_rate", dict(num_levels=3), [0.1, 0.1, 0.1]),
+        (
+            "dt_factor_2",
+            dict(num_levels=3, coarse_learning_rate_scale="dt"),
+            [0.1, 0.2, 0.4],
+        ),
+        (
+            "dt_factor_4",
+            dict(num_levels=2, coarsening_factor=4,
+                 coarse_learning_rate_scale="dt"),
+            [0.1, 0.4],
+        ),
+        (
+            "number",
+            dict(num_levels=3, coarse_learning_rate_scale=0.5),
+            [0.1, 0.05, 0.025],
+        ),
+    )
+    def test_learning_rate_per_level(self, kwargs, expected):
+        model = mlres.MultilevelModel(_fine(), **kwargs)
+        _compiled(model, optimizer=keras.optimizers.Adam(0.1))
+        rates = [model.optimizer.learning_rate] + [
+            o.learning_rate for o in model.level_optimizers
+        ]
+        self.assertAllClose(rates, expected)
+        for optimizer in model.level_optimizers:
+            self.assertIsInstance(optimizer, keras.optimizers.Adam)
+
+    def test_schedule_is_scaled_step_by_step(self):
+        decay = keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.5)
+        model = mlres.MultilevelModel(
+            _fine(), num_levels=3, coarse_learning_rate_scale="dt"
+        )
+        _compiled(model, optimizer=keras.optimizers.SGD(decay))
+        coarsest = model.level_optimizers[1]
+        model.fit(_dataset(), epochs=1, verbose=0)
+        # The coarse optimizer is reset at each visit, so its step is 0 or
+        # a few; compare with the fine schedule at the coarse step.
+        step = int(coarsest.iterations)
+        self.assertAllClose(coarsest.learning_rate, 4 * decay(step))
+
+    def test_level_optimizers_passed_to_compile_are_not_scaled(self):
+        model = mlres.MultilevelModel(
+            _fine(), num_levels=2, coarse_learning_rate_scale="dt"
+        )
+        _compiled(
+            model,
+            optimizer=keras.optimizers.Adam(0.1),
+            level_optimizers=[keras.optimizers.SGD(0.3)],
+        )
+        self.assertAllClose(model.level_optimizers[0].learning_rate, 0.3)
+
+    def test_scaled_rates_survive_saving(self):
+        path = os.path.join(self.get_temp_dir(), "scaled.keras")
+        model = mlres.MultilevelModel(_fine(), **mlres.DEFAULT_SCHEME)
+        _compiled(model, optimizer=keras.optimizers.Adam(0.01))
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertEqual(loaded.coarse_learning_rate_scale, "dt")
+        self.assertAllClose(loaded.level_optimizers[0].learning_rate, 0.08)
+
+
 class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
         ("too_many_levels", dict(num_levels=5), "num_levels <= 4"),
@@ -580,6 +646,14 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
         ("zero_patience", dict(level_patience=0), "level_patience"),
         ("zero_level_epochs", dict(max_level_epochs=0), "max_level_epochs"),
         ("unknown_state", dict(coarse_optimizer_state="zero"), "'keep', 'reset'"),
+        (
+            "unknown_scale",
+            dict(coarse_learning_rate_scale="dx"),
+            "must be 'dt'.*or a positive number",
+        ),
+        ("zero_scale", dict(coarse_learning_rate_scale=0), "positive number"),
+        ("bool_scale", dict(coarse_learning_rate_scale=True), "positive"),
+        ("inf_scale", dict(coarse_learning_rate_scale=float("inf")), "positive"),
         (
             "single_level_without_steps",
             dict(num_levels=1, pre_smoothing=0, post_smoothing=0),

@@ -166,7 +166,7 @@ class MainTest(tf.test.TestCase):
         output_dir = os.path.join(tmp, "out")
         with flagsaver.flagsaver(
             dataset="spiral", blocks=4, width=4, epochs=1, levels=2,
-            batch_size=500, compare=False, target=0.25, jit_compile=False,
+            coarsening_factor=2, batch_size=500, compare=False, target=0.25, jit_compile=False,
             data_dir=tmp, output_dir=output_dir,
         ):
             train.main(["train"])
@@ -184,7 +184,8 @@ class ImageDataTest(tf.test.TestCase):
         tmp = _tempdir(self)
         output_dir = os.path.join(tmp, "out")
         with flagsaver.flagsaver(
-            blocks=2, width=4, epochs=1, levels=2, batch_size=100,
+            blocks=2, width=4, epochs=1, levels=2, coarsening_factor=2,
+            batch_size=100,
             compare=False, target=0.0, jit_compile=False, data_dir=tmp,
             output_dir=output_dir, **flag_values,
         ), mock.patch.object(
@@ -238,17 +239,28 @@ class SchemeTest(tf.test.TestCase):
 
     def test_flags_override_the_scheme(self):
         scheme = train.multilevel_scheme(
-            levels=2, cycle="W", nested_iteration=False
+            levels=3, cycle="W", nested_iteration=True, coarsening_factor=2
         )
         self.assertEqual(
             scheme,
             dict(
                 train.DEFAULT_SCHEME,
-                num_levels=2,
+                num_levels=3,
                 cycle="W",
-                nested_iteration=False,
+                nested_iteration=True,
+                coarsening_factor=2,
             ),
         )
+
+    def test_without_nested_iteration_the_level_epoch_limit_goes(self):
+        self.assertIn("max_level_epochs", train.DEFAULT_SCHEME)
+        scheme = train.multilevel_scheme(cycle="V", nested_iteration=False)
+        self.assertNotIn("max_level_epochs", scheme)
+        self.assertFalse(scheme["nested_iteration"])
+        # The scheme builds: no "max_level_epochs without nested iteration".
+        fine = train.fine_network((2,), 3, width=4, num_blocks=8)
+        model = train.MultilevelModel(fine, **scheme)
+        self.assertEqual(model.active_level, 0)
 
 
 class SummarizeTest(tf.test.TestCase):
