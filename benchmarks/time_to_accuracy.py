@@ -52,41 +52,39 @@ from keras_mlres.train import validation_split  # noqa: E402
 
 LEARNING_RATES = {"sgd": (0.03, 0.1, 0.3), "adam": (3e-3, 1e-2, 3e-2)}
 # Each variant overrides some of DEFAULT_SCHEME's entries.
-_CLASSIC_CYCLE = dict(
-    nested_iteration=False, max_level_epochs=None, coarsening_factor=2,
-    coarse_learning_rate_scale=1.0,
+_ONE_CYCLE_PER_BATCH = dict(nested_iteration=False, post_smoothing=1)
+_K8_THREE_EPOCHS = dict(
+    num_levels=2, coarsening_factor=8, max_level_epochs=3, level_patience=3,
 )
 ABLATION = {
-    "coarse learning rate not scaled (1x)": dict(
-        coarse_learning_rate_scale=1.0,
+    "K/8, 3 epochs, same learning rate": _K8_THREE_EPOCHS,
+    "K/8, 3 epochs, 8x (dt-scaled) learning rate": dict(
+        _K8_THREE_EPOCHS, coarse_learning_rate_scale="dt",
     ),
-    "1 epoch on the coarse level": dict(max_level_epochs=1),
-    "coarsening factor 4 (K/4)": dict(coarsening_factor=4),
-    "K/8 via K/4 and K/2, 1 epoch each": dict(
-        num_levels=4, coarsening_factor=2, max_level_epochs=1,
-    ),
-    "nested iteration + V-cycles": dict(
-        cycle="V", pre_smoothing=1, post_smoothing=1,
-    ),
-    "previous default: 3 levels, factor 2, patience 1, lr 1x": dict(
-        num_levels=3, coarsening_factor=2, level_patience=1,
-        max_level_epochs=None, coarse_learning_rate_scale=1.0,
-    ),
+    "nested iteration, 2 levels": dict(num_levels=2),
+    "nested iteration, patience 2": dict(level_patience=2),
+    "nested iteration + V-cycles": dict(cycle="V", post_smoothing=1),
     "one V-cycle per batch, 2 levels": dict(
-        _CLASSIC_CYCLE, num_levels=2, cycle="V", post_smoothing=1,
+        _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V",
     ),
     "one V-cycle per batch, 3 levels": dict(
-        _CLASSIC_CYCLE, num_levels=3, cycle="V", post_smoothing=1,
+        _ONE_CYCLE_PER_BATCH, num_levels=3, cycle="V",
     ),
     "V-cycle, coarse state kept": dict(
-        _CLASSIC_CYCLE, num_levels=2, cycle="V", post_smoothing=1,
+        _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V",
         coarse_optimizer_state="keep",
     ),
     "V-cycle, no line search": dict(
-        _CLASSIC_CYCLE, num_levels=2, cycle="V", post_smoothing=1,
-        line_search=False,
+        _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V", line_search=False,
     ),
 }
+# A control for the dt-scaled variant: plain single-level training whose
+# learning rate is 8x for the first 3 epochs, as that variant's coarse
+# level's is, then the swept rate. `warm_phase` is (factor, epochs).
+CONTROL = (
+    "control: single level, 8x learning rate for 3 epochs",
+    dict(BASELINE_SCHEME, warm_phase=(8, 3)),
+)
 
 
 @dataclasses.dataclass
@@ -112,16 +110,43 @@ class Run:
         return reporting.time_to_target(self.history, times, target)
 
     @property
+    def key(self):
+        return (self.task, self.method, self.optimizer, self.learning_rate,
+                self.seed, self.blocks)
+
+    @property
     def best_accuracy(self):
         return max(self.history["val_accuracy"])
+
+
+# XLA keeps every program it compiled for the life of the process, each in
+# its own memory maps; a long benchmark would exhaust the kernel's limit
+# (vm.max_map_count, 65530 by default: "LLVM ERROR: Unable to allocate section
+# memory"). Past this many maps the script restarts itself with --continue
+# (the variable overrides the limit, for tests).
+_MAX_MEMORY_MAPS = int(os.environ.get("TIME_TO_ACCURACY_MAX_MAPS", 40_000))
+_STARTED = "TIME_TO_ACCURACY_STARTED"
+
+
+def _restart_if_compiled_code_fills_memory_maps():
+    """Re-executes the script with --continue if XLA's code fills the maps."""
+    try:
+        with open("/proc/self/maps") as maps:
+            count = sum(1 for _ in maps)
+    except OSError:  # Not Linux: no such limit to watch.
+        return
+    if count > _MAX_MEMORY_MAPS:
+        print(f"  {count} memory maps: restarting with --continue", flush=True)
+        argv = [a for a in sys.argv if a != "--continue"] + ["--continue"]
+        os.execv(sys.executable, [sys.executable] + argv)
 
 
 def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
           blocks):
     """Trains one configuration and returns its `Run`.
 
-    With `--reuse`, a run recorded in the given runs.json is returned
-    instead of training again.
+    With `--reuse` or `--continue`, a run recorded in runs.json is returned
+    instead of training again. Every new run is added to runs.json at once.
     """
     key = (task, method, optimizer, learning_rate, seed, blocks)
     if key in args.recorded:
@@ -129,6 +154,19 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     (train_ds, val_ds), info = data
     features_key, label_key = info.supervised_keys
     input_shape = info.features[features_key].shape
+    scheme = dict(scheme)
+    rate = learning_rate
+    if "warm_phase" in scheme:
+        factor, epochs = scheme.pop("warm_phase")
+        steps_per_epoch = int(train_ds.cardinality())
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"warm_phase needs the number of batches per epoch, but the "
+                f"{task} training data's cardinality is unknown."
+            )
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [epochs * steps_per_epoch], [factor * learning_rate, learning_rate]
+        )
     keras.utils.set_random_seed(seed)
     fine = fine_network(
         input_shape,
@@ -141,7 +179,7 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     )
     model = mlres.MultilevelModel(fine, **scheme)
     model.compile(
-        optimizer=OPTIMIZERS[optimizer](learning_rate),
+        optimizer=OPTIMIZERS[optimizer](rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=not args.no_xla,
@@ -155,12 +193,16 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     run = Run(task, method, optimizer, learning_rate, seed, blocks,
               history.history, clock.epoch_times,
               clock.epoch_times_without_compile)
+    args.recorded[key] = run
+    with open(args.progress, "w") as f:
+        json.dump([dataclasses.asdict(r) for r in args.recorded.values()], f)
     print(
         f"  {task:<9} {method:<32} {optimizer:<4} lr={learning_rate:<6g} "
         f"seed={seed} K={blocks}: best val acc {run.best_accuracy:.4f}, "
         f"{clock.epoch_times[-1]:.1f} s",
         flush=True,
     )
+    _restart_if_compiled_code_fills_memory_maps()
     return run
 
 
@@ -310,6 +352,24 @@ def plot(task, result, directory):
     return path
 
 
+# Text after this line of a results file is the reader's analysis: a rerun
+# rewrites the tables above it and keeps it.
+NOTES_MARKER = (
+    "<!-- Notes below this line are kept when the benchmark reruns. -->"
+)
+
+
+def kept_notes(path):
+    """Returns the marker and the notes below it in `path`, or ""."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    if NOTES_MARKER not in text:
+        return ""
+    return "\n" + NOTES_MARKER + text.split(NOTES_MARKER, 1)[1]
+
+
 def _flags_without_reuse(argv):
     """The command-line flags, less `--reuse FILE` (which only re-reports)."""
     flags = []
@@ -331,14 +391,20 @@ def ablation(task, default_result, best, scheme, compare_task, args):
         "## Ablation (" + task + f", K = {args.blocks})",
         "",
         "Each variant changes the default scheme as named and runs with the "
-        "default scheme's best configuration.",
+        "default scheme's best configuration; the control is single-level "
+        "training with that configuration's learning rate raised 8x for "
+        "the first 3 epochs.",
         "",
         _HEADER.format(first="multilevel scheme"),
         _row("default scheme", default_result),
     ]
-    for name, change in (ABLATION if not args.quick else {}).items():
+    variants = {name: {**scheme, **change} for name, change in ABLATION.items()}
+    variants[CONTROL[0]] = CONTROL[1]
+    if args.quick:  # Only the control, which no other quick run covers.
+        variants = {CONTROL[0]: CONTROL[1]}
+    for name, variant in variants.items():
         result = compare_task(
-            task, args.blocks, {**scheme, **change}, name,
+            task, args.blocks, variant, name,
             configurations=[best["multilevel"]],
         )
         lines.append(_row(name, result))
@@ -380,15 +446,12 @@ def main(argv=None):
                         help="tiny settings that only check the script runs")
     parser.add_argument("--reuse", help="a runs.json whose runs are reported "
                         "instead of trained again (the same settings)")
+    parser.add_argument("--continue", dest="continue_run",
+                        action="store_true",
+                        help="continue an interrupted run of the same "
+                        "settings from the runs.json it wrote so far")
     args = parser.parse_args(argv)
     args.recorded = {}
-    if args.reuse:
-        with open(args.reuse) as f:
-            for run in (Run(**fields) for fields in json.load(f)):
-                args.recorded[
-                    run.task, run.method, run.optimizer, run.learning_rate,
-                    run.seed, run.blocks
-                ] = run
     if args.quick:
         args.tasks, args.seeds = "spiral,shapes", 1
         args.blocks, args.depths = 8, "8"
@@ -401,7 +464,18 @@ def main(argv=None):
     stem = os.path.splitext(os.path.basename(args.output))[0].lower()
     directory = os.path.join(os.path.dirname(args.output), stem)
     os.makedirs(directory, exist_ok=True)
-    started = time.time()
+    args.progress = os.path.join(directory, "runs.json")
+    for path in filter(None, [
+        args.reuse, args.progress if args.continue_run else None,
+    ]):
+        with open(path) as f:
+            args.recorded.update(
+                (run.key, run) for run in (Run(**r) for r in json.load(f))
+            )
+    # A restart to free compiled code (see `train`) keeps the start time;
+    # a --continue by hand times only its own part.
+    timed_from_start = not args.continue_run or _STARTED in os.environ
+    started = float(os.environ.setdefault(_STARTED, str(time.time())))
 
     scheme = dict(DEFAULT_SCHEME)
     data = {
@@ -524,11 +598,13 @@ def main(argv=None):
         lines += ["", f"Runs reported from `{os.path.basename(args.reuse)}`, "
                   "recorded by an earlier run of the same settings.", ""]
     else:
-        lines += ["", f"Total benchmark time: {time.time() - started:.0f} s.",
-                  ""]
+        lines += ["", f"Total benchmark time: {time.time() - started:.0f} s"
+                  + ("." if timed_from_start else
+                     " (of the continued part only)."), ""]
+    notes = kept_notes(args.output)
     with open(args.output, "w") as f:
-        f.write("\n".join(lines))
-    with open(os.path.join(directory, "runs.json"), "w") as f:
+        f.write("\n".join(lines) + notes)
+    with open(args.progress, "w") as f:
         json.dump([dataclasses.asdict(r) for r in all_runs], f)
     print("\n".join(lines))
     return main_results

@@ -18,21 +18,19 @@ from keras_mlres.version import __version__
 from keras_mlres.version import check_compatible
 
 
-# The scheme that measured fastest to a target accuracy (benchmarks/RESULTS.md,
-# "Ablation"): `MultilevelModel(fine, **DEFAULT_SCHEME)`. Full multigrid's
-# nested iteration as a warm start: 3 epochs on a network with 8x fewer
-# blocks, whose optimizer's learning rate is 8x the fine one (scaled with dt),
-# then the fine network, one optimizer step per batch.
+# The scheme that measured best to a target accuracy at the same learning
+# rates as single-level training (benchmarks/RESULTS.md, "Ablation"):
+# `MultilevelModel(fine, **DEFAULT_SCHEME)`. Full multigrid's nested
+# iteration as a warm start: the K/4-block network, then K/2, then K, each
+# trained (one optimizer step per batch) until its validation loss stops
+# improving, and prolongated as the next one's initial weights.
 DEFAULT_SCHEME = dict(
-    num_levels=2,
-    coarsening_factor=8,
+    num_levels=3,
     cycle="none",
     nested_iteration=True,
     pre_smoothing=1,
     post_smoothing=0,
-    level_patience=3,
-    max_level_epochs=3,
-    coarse_learning_rate_scale="dt",
+    level_patience=1,
 )
 
 
@@ -56,8 +54,8 @@ class MultilevelModel(keras.Model):
 
     The constructor's defaults are the classic MG/OPT V-cycle;
     `MultilevelModel(model, **keras_mlres.DEFAULT_SCHEME)` is the scheme
-    that measured fastest to a target accuracy (a nested-iteration warm
-    start; see benchmarks/RESULTS.md).
+    that measured best to a target accuracy (a nested-iteration warm start;
+    see benchmarks/RESULTS.md).
 
     Each level has its own optimizer: the fine level uses the one given to
     `compile`, coarse levels fresh clones of it unless `level_optimizers` is
@@ -95,11 +93,12 @@ class MultilevelModel(keras.Model):
         coarse_learning_rate_scale: Learning rate of the coarse levels'
             optimizers cloned from the fine one (not of `level_optimizers`
             passed to `compile`): level l runs the fine learning rate (or
-            schedule) times `scale**l`. `"dt"` scales by the step size,
-            `coarsening_factor**l = dt_l / dt_0`, which nested iteration with
-            Adam needs (the `DEFAULT_SCHEME` uses it; see
-            benchmarks/RESULTS.md); the default 1.0 keeps one learning rate
-            on every level, as MG/OPT cycles usually do.
+            schedule) times `scale**l`; `"dt"` scales by the step size,
+            `coarsening_factor**l = dt_l / dt_0`. The default 1.0 keeps one
+            learning rate on every level. With nested iteration a larger
+            coarse rate acts like a learning-rate schedule (high, then
+            low), and too large a rate can stall a conv network; see
+            benchmarks/RESULTS.md before raising it.
         coarse_optimizer_state: `"reset"` (coarse optimizer slots and
             iteration counts are zeroed at each visit; the default, which
             measured better, see benchmarks/coarse_optimizer_state.py) or

@@ -627,7 +627,10 @@ class CoarseLearningRateTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_scaled_rates_survive_saving(self):
         path = os.path.join(self.get_temp_dir(), "scaled.keras")
-        model = mlres.MultilevelModel(_fine(), **mlres.DEFAULT_SCHEME)
+        model = mlres.MultilevelModel(
+            _fine(), num_levels=2, coarsening_factor=8, cycle="none",
+            nested_iteration=True, coarse_learning_rate_scale="dt",
+        )
         _compiled(model, optimizer=keras.optimizers.Adam(0.01))
         model.save(path)
         loaded = keras.models.load_model(path)

@@ -253,8 +253,10 @@ class SchemeTest(tf.test.TestCase):
         )
 
     def test_without_nested_iteration_the_level_epoch_limit_goes(self):
-        self.assertIn("max_level_epochs", train.DEFAULT_SCHEME)
-        scheme = train.multilevel_scheme(cycle="V", nested_iteration=False)
+        with mock.patch.dict(train.DEFAULT_SCHEME, max_level_epochs=3):
+            scheme = train.multilevel_scheme(
+                cycle="V", nested_iteration=False
+            )
         self.assertNotIn("max_level_epochs", scheme)
         self.assertFalse(scheme["nested_iteration"])
         # The scheme builds: no "max_level_epochs without nested iteration".
