@@ -51,40 +51,80 @@ from keras_mlres.train import fine_network  # noqa: E402
 from keras_mlres.train import validation_split  # noqa: E402
 
 LEARNING_RATES = {"sgd": (0.03, 0.1, 0.3), "adam": (3e-3, 1e-2, 3e-2)}
-# Each variant overrides some of DEFAULT_SCHEME's entries.
+# Each variant overrides some of DEFAULT_SCHEME's entries; --ablation picks
+# variants by key.
 _ONE_CYCLE_PER_BATCH = dict(nested_iteration=False, post_smoothing=1)
 _K8_THREE_EPOCHS = dict(
     num_levels=2, coarsening_factor=8, max_level_epochs=3, level_patience=3,
 )
 ABLATION = {
-    "K/8, 3 epochs, same learning rate": _K8_THREE_EPOCHS,
-    "K/8, 3 epochs, 8x (dt-scaled) learning rate": dict(
-        _K8_THREE_EPOCHS, coarse_learning_rate_scale="dt",
+    "k8": ("K/8, 3 epochs, same learning rate", _K8_THREE_EPOCHS),
+    "k8_dt": (
+        "K/8, 3 epochs, 8x (dt-scaled) learning rate",
+        dict(_K8_THREE_EPOCHS, coarse_learning_rate_scale="dt"),
     ),
-    "nested iteration, 2 levels": dict(num_levels=2),
-    "nested iteration, patience 2": dict(level_patience=2),
-    "nested iteration + V-cycles": dict(cycle="V", post_smoothing=1),
-    "one V-cycle per batch, 2 levels": dict(
-        _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V",
+    "levels2": ("nested iteration, 2 levels", dict(num_levels=2)),
+    "levels4": ("nested iteration, 4 levels", dict(num_levels=4)),
+    "levels5": ("nested iteration, 5 levels", dict(num_levels=5)),
+    "patience2": ("nested iteration, patience 2", dict(level_patience=2)),
+    "nested_v": (
+        "nested iteration + V-cycles", dict(cycle="V", post_smoothing=1),
     ),
-    "one V-cycle per batch, 3 levels": dict(
-        _ONE_CYCLE_PER_BATCH, num_levels=3, cycle="V",
+    "v2": (
+        "one V-cycle per batch, 2 levels",
+        dict(_ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V"),
     ),
-    "V-cycle, coarse state kept": dict(
-        _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V",
-        coarse_optimizer_state="keep",
+    "v3": (
+        "one V-cycle per batch, 3 levels",
+        dict(_ONE_CYCLE_PER_BATCH, num_levels=3, cycle="V"),
     ),
-    "V-cycle, no line search": dict(
-        _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V", line_search=False,
+    "v_keep": (
+        "V-cycle, coarse state kept",
+        dict(
+            _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V",
+            coarse_optimizer_state="keep",
+        ),
+    ),
+    "v_no_line_search": (
+        "V-cycle, no line search",
+        dict(_ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V", line_search=False),
     ),
 }
 # A control for the dt-scaled variant: plain single-level training whose
 # learning rate is 8x for the first 3 epochs, as that variant's coarse
-# level's is, then the swept rate. `warm_phase` is (factor, epochs).
+# level's is, then the swept rate. `warm_phase` is (factor, epochs). Not a
+# change of the default scheme, so it replaces the scheme instead.
+CONTROL_KEY = "control"
 CONTROL = (
     "control: single level, 8x learning rate for 3 epochs",
     dict(BASELINE_SCHEME, warm_phase=(8, 3)),
 )
+
+
+def ablation_variants(keys, scheme):
+    """Returns the ablation's variants as a dict from row name to scheme.
+
+    Args:
+        keys: Keys of `ABLATION`, and `CONTROL_KEY` for the control, in the
+            order of the rows; the control always comes last.
+        scheme: The default scheme the variants change.
+
+    Raises:
+        ValueError: If a key is unknown.
+    """
+    unknown = sorted(set(keys) - set(ABLATION) - {CONTROL_KEY})
+    if unknown:
+        raise ValueError(
+            f"Unknown ablation variant(s) {unknown}; choose among "
+            f"{sorted(ABLATION) + [CONTROL_KEY]} or 'all'."
+        )
+    variants = {
+        ABLATION[key][0]: {**scheme, **ABLATION[key][1]}
+        for key in keys if key != CONTROL_KEY
+    }
+    if CONTROL_KEY in keys:
+        variants[CONTROL[0]] = CONTROL[1]
+    return variants
 
 
 @dataclasses.dataclass
@@ -391,19 +431,14 @@ def ablation(task, default_result, best, scheme, compare_task, args):
         "## Ablation (" + task + f", K = {args.blocks})",
         "",
         "Each variant changes the default scheme as named and runs with the "
-        "default scheme's best configuration; the control is single-level "
-        "training with that configuration's learning rate raised 8x for "
-        "the first 3 epochs.",
+        "default scheme's best configuration; the control (where run) is "
+        "single-level training with that configuration's learning rate "
+        "raised 8x for the first 3 epochs.",
         "",
         _HEADER.format(first="multilevel scheme"),
         _row("default scheme", default_result),
     ]
-    # --quick runs only the control, which no other quick run covers.
-    variants = {} if args.quick else {
-        name: {**scheme, **change} for name, change in ABLATION.items()
-    }
-    variants[CONTROL[0]] = CONTROL[1]
-    for name, variant in variants.items():
+    for name, variant in ablation_variants(args.ablation, scheme).items():
         result = compare_task(
             task, args.blocks, variant, name,
             configurations=[best["multilevel"]],
@@ -443,6 +478,10 @@ def main(argv=None):
         os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     parser.add_argument("--skip_ablation", action="store_true",
                         help="report the tasks and depth scaling only")
+    parser.add_argument("--ablation", default=None,
+                        help="comma-separated ablation variants: "
+                        + ",".join(list(ABLATION) + [CONTROL_KEY])
+                        + " (default all; --quick: control only)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that only check the script runs")
     parser.add_argument("--reuse", help="a runs.json whose runs are reported "
@@ -458,6 +497,17 @@ def main(argv=None):
         args.blocks, args.depths = 8, "8"
         args.epochs, args.learning_rates, args.optimizers = 2, 1, "adam"
         args.image_width, args.train_examples = 4, 1000
+    if args.ablation is None:
+        # The control is the one ablation row no other quick run covers.
+        args.ablation = CONTROL_KEY if args.quick else "all"
+    args.ablation = (
+        list(ABLATION) + [CONTROL_KEY] if args.ablation == "all"
+        else args.ablation.split(",")
+    )
+    try:
+        ablation_variants(args.ablation, {})
+    except ValueError as error:
+        parser.error(str(error))
     args.optimizers = args.optimizers.split(",")
     tasks = args.tasks.split(",")
     # RESULTS.md keeps its plots and runs in results/, RESULTS_x.md in

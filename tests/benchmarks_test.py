@@ -1,6 +1,8 @@
 """Runs each benchmark once in its --quick mode, so that they keep working."""
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -87,6 +89,34 @@ class BenchmarksTest(absltest.TestCase):
         keys = [(r["task"], r["method"], r["seed"]) for r in runs]
         self.assertLen(keys, 5)
         self.assertLen(set(keys), 5)
+
+    def test_ablation_variants_change_the_scheme_control_last(self):
+        script = _load_script("time_to_accuracy")
+        scheme = {"num_levels": 3, "level_patience": 1}
+        variants = script.ablation_variants(
+            ["control", "levels4", "patience2"], scheme
+        )
+        self.assertEqual(
+            list(variants),
+            ["nested iteration, 4 levels", "nested iteration, patience 2",
+             script.CONTROL[0]],
+        )
+        self.assertEqual(
+            variants["nested iteration, 4 levels"],
+            {"num_levels": 4, "level_patience": 1},
+        )
+        self.assertEqual(variants[script.CONTROL[0]], script.CONTROL[1])
+        self.assertEqual(scheme, {"num_levels": 3, "level_patience": 1})
+
+    def test_unknown_ablation_variant_is_a_usage_error(self):
+        script = _load_script("time_to_accuracy")
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            with self.assertRaises(SystemExit):
+                script.main(["--ablation", "levels4,levels9"])
+        self.assertIn("Unknown ablation variant(s) ['levels9']",
+                      stderr.getvalue())
+        self.assertIn("'levels4'", stderr.getvalue())
 
 
 if __name__ == "__main__":
