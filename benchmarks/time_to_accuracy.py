@@ -101,23 +101,37 @@ CONTROL = (
 )
 
 
+def ablation_keys(text):
+    """Parses --ablation: "all" or comma-separated keys of the variants.
+
+    Args:
+        text: "all", or keys of `ABLATION` and `CONTROL_KEY` joined by commas.
+
+    Returns:
+        The list of keys.
+
+    Raises:
+        argparse.ArgumentTypeError: If a key is unknown.
+    """
+    keys = list(ABLATION) + [CONTROL_KEY] if text == "all" else text.split(",")
+    unknown = sorted(set(keys) - set(ABLATION) - {CONTROL_KEY})
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"Unknown ablation variant(s) {unknown}; choose among "
+            f"{sorted(ABLATION) + [CONTROL_KEY]} or 'all'."
+        )
+    return keys
+
+
 def ablation_variants(keys, scheme):
     """Returns the ablation's variants as a dict from row name to scheme.
 
     Args:
         keys: Keys of `ABLATION`, and `CONTROL_KEY` for the control, in the
-            order of the rows; the control always comes last.
+            order of the rows (see `ablation_keys`); the control always
+            comes last.
         scheme: The default scheme the variants change.
-
-    Raises:
-        ValueError: If a key is unknown.
     """
-    unknown = sorted(set(keys) - set(ABLATION) - {CONTROL_KEY})
-    if unknown:
-        raise ValueError(
-            f"Unknown ablation variant(s) {unknown}; choose among "
-            f"{sorted(ABLATION) + [CONTROL_KEY]} or 'all'."
-        )
     variants = {
         ABLATION[key][0]: {**scheme, **ABLATION[key][1]}
         for key in keys if key != CONTROL_KEY
@@ -478,7 +492,7 @@ def main(argv=None):
         os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     parser.add_argument("--skip_ablation", action="store_true",
                         help="report the tasks and depth scaling only")
-    parser.add_argument("--ablation", default=None,
+    parser.add_argument("--ablation", type=ablation_keys, default=None,
                         help="comma-separated ablation variants: "
                         + ",".join(list(ABLATION) + [CONTROL_KEY])
                         + " (default all; --quick: control only)")
@@ -499,15 +513,7 @@ def main(argv=None):
         args.image_width, args.train_examples = 4, 1000
     if args.ablation is None:
         # The control is the one ablation row no other quick run covers.
-        args.ablation = CONTROL_KEY if args.quick else "all"
-    args.ablation = (
-        list(ABLATION) + [CONTROL_KEY] if args.ablation == "all"
-        else args.ablation.split(",")
-    )
-    try:
-        ablation_variants(args.ablation, {})
-    except ValueError as error:
-        parser.error(str(error))
+        args.ablation = [CONTROL_KEY] if args.quick else ablation_keys("all")
     args.optimizers = args.optimizers.split(",")
     tasks = args.tasks.split(",")
     # RESULTS.md keeps its plots and runs in results/, RESULTS_x.md in

@@ -107,6 +107,13 @@ class BenchmarksTest(absltest.TestCase):
         )
         self.assertEqual(variants[script.CONTROL[0]], script.CONTROL[1])
         self.assertEqual(scheme, {"num_levels": 3, "level_patience": 1})
+        self.assertEqual(
+            script.ablation_keys("all"),
+            list(script.ABLATION) + [script.CONTROL_KEY],
+        )
+        self.assertEqual(
+            script.ablation_keys("levels4,control"), ["levels4", "control"]
+        )
 
     def test_unknown_ablation_variant_is_a_usage_error(self):
         script = _load_script("time_to_accuracy")
