@@ -66,7 +66,8 @@ def scale_learning_rate(learning_rate, factor):
         return float(learning_rate) * factor
     if isinstance(learning_rate, dict):
         learning_rate = keras.saving.deserialize_keras_object(learning_rate)
-    if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+    schedule_type = keras.optimizers.schedules.LearningRateSchedule
+    if isinstance(learning_rate, schedule_type):
         return ScaledLearningRate(learning_rate, factor)
     raise ValueError(
         f"Cannot scale the learning rate {learning_rate!r} for a coarse "

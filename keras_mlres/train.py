@@ -8,16 +8,17 @@ Builds `keras_mlres.models.dense_ode_resnet` for a data set of vectors (the
 point sets) or `keras_mlres.models.ode_resnet` for images (`shapes`,
 `mnist`, `fashion_mnist`, `cifar10`; see `fine_network`) and trains it
 with the multilevel scheme (`keras_mlres.DEFAULT_SCHEME`; --levels,
---coarsening_factor, --cycle and --nested_iteration override it) and, with --compare (the default), trains
-the same network from the same initial weights with plain single-level
-training (one optimizer step per batch), with the same optimizer, data order
-and number of epochs. Then reports, for each method, the epochs, wall time
-and work (fine-gradient equivalents) to the first epoch whose validation
-accuracy reaches the target: --target, else 0.98 x the best single-level
-validation accuracy of the run (0.98 x the method's own best without
---compare). Writes results.json, curves.png and TensorBoard logs into
---output_dir and prints the summary table. Validation is on the data set's
-"validation" split, or on "test" if it has none (mnist, cifar10, ...).
+--coarsening_factor, --cycle and --nested_iteration override it) and, with
+--compare (the default), trains the same network from the same initial
+weights with plain single-level training (one optimizer step per batch),
+with the same optimizer, data order and number of epochs. Then reports, for
+each method, the epochs, wall time and work (fine-gradient equivalents) to
+the first epoch whose validation accuracy reaches the target: --target,
+else 0.98 x the best single-level validation accuracy of the run (0.98 x
+the method's own best without --compare). Writes results.json, curves.png
+and TensorBoard logs into --output_dir and prints the summary table.
+Validation is on the data set's "validation" split, or on "test" if it has
+none (mnist, cifar10, ...).
 """
 
 import datetime
@@ -145,10 +146,10 @@ _JIT_COMPILE = flags.DEFINE_boolean(
 )
 # Recorded in results.json.
 _FLAGS = (
-    _DATASET, _LEVELS, _COARSENING_FACTOR, _BLOCKS, _WIDTH, _STAGES, _BATCH_NORM, _TIME_HORIZON,
-    _CYCLE,
-    _NESTED_ITERATION, _OPTIMIZER, _LEARNING_RATE, _EPOCHS, _BATCH_SIZE,
-    _SEED, _COMPARE, _TARGET, _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE,
+    _DATASET, _LEVELS, _COARSENING_FACTOR, _BLOCKS, _WIDTH, _STAGES,
+    _BATCH_NORM, _TIME_HORIZON, _CYCLE, _NESTED_ITERATION, _OPTIMIZER,
+    _LEARNING_RATE, _EPOCHS, _BATCH_SIZE, _SEED, _COMPARE, _TARGET,
+    _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE,
 )
 
 

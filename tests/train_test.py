@@ -166,7 +166,8 @@ class MainTest(tf.test.TestCase):
         output_dir = os.path.join(tmp, "out")
         with flagsaver.flagsaver(
             dataset="spiral", blocks=4, width=4, epochs=1, levels=2,
-            coarsening_factor=2, batch_size=500, compare=False, target=0.25, jit_compile=False,
+            coarsening_factor=2, batch_size=500, compare=False, target=0.25,
+            jit_compile=False,
             data_dir=tmp, output_dir=output_dir,
         ):
             train.main(["train"])
