@@ -47,6 +47,35 @@ class BenchmarksTest(absltest.TestCase):
         work_ratio = float(rows[-1][-1])
         self.assertGreater(work_ratio, 1.5)
 
+    def test_epoch_stall_quick(self):
+        result = _run("epoch_stall.py", "--quick")
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        rows = {
+            row[0]: row[1:]
+            for row in (line.split() for line in result.stdout.splitlines())
+            if row[:1] in (["on"], ["off"])
+        }
+        # 3 epochs: two epoch starts after the first, per setting.
+        self.assertEqual(rows["on"][0], "2")
+        self.assertEqual(rows["off"][0], "2")
+
+    def test_epoch_stall_summary(self):
+        script = _load_script("epoch_stall")
+        results = [
+            {"autotune": True, "gaps_s": [0.001, 1.5], "fit_s": 10.0},
+            {"autotune": False, "gaps_s": [0.001, 0.002], "fit_s": 8.0},
+            {"autotune": True, "gaps_s": [0.3, 0.001], "fit_s": 9.0},
+        ]
+        on, off = script.summarize(results)
+        self.assertEqual(
+            (on["autotune"], on["epoch_starts"], on["stalls"]), (True, 4, 2)
+        )
+        self.assertAlmostEqual(on["longest_s"], 1.5)
+        self.assertAlmostEqual(on["total_s"], 1.802)
+        self.assertAlmostEqual(on["fit_s"], 19.0)
+        self.assertEqual((off["autotune"], off["stalls"]), (False, 0))
+        self.assertAlmostEqual(off["longest_s"], 0.002)
+
     def test_time_to_accuracy_quick_writes_results(self):
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp)

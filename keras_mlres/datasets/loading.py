@@ -75,7 +75,10 @@ def load(
 
     Every split goes through `tfds.load(..., as_supervised=True)`, then is
     cached in memory, shuffled and augmented (training split only), batched,
-    normalized and prefetched. Labels are int64 class indices.
+    normalized and prefetched. Labels are int64 class indices. The pipelines
+    run with `tf.data` autotuning off (`options().autotune.enabled` is
+    False): its background thread made `fit` stall for up to seconds at the
+    start of an epoch.
 
     Normalization: with `normalization="unit_range"` (the default) integer
     (`uint8`) image features are scaled to float32 in [0, 1] (divided by
@@ -498,4 +501,13 @@ def _pipeline(
         return features, label
 
     dataset = dataset.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Without the autotuning model thread: `fit` drops each epoch's iterator
+    # when the next epoch starts, and the iterator's destructor waits for
+    # that thread, which may be asleep between two optimization rounds. That
+    # stalled the first batch of an epoch by up to seconds (3.7 s measured
+    # at K = 512 blocks; benchmarks/epoch_stall.py). `AUTOTUNE` parallelism
+    # and prefetching still apply, at default sizes that these small cached
+    # pipelines do not outgrow.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -83,6 +83,12 @@ class LoadLocalTest(parameterized.TestCase, tf.test.TestCase):
         self.assertEqual(info.features["label"].num_classes, 5)
         self.assertEqual(info.splits["train"].num_examples, 20000)
 
+    def test_pipelines_run_without_autotuning(self):
+        # Its thread stalled `fit` at epoch starts (benchmarks/epoch_stall.py).
+        datasets = mlres_datasets.load("peaks", data_dir=self.data_dir)
+        for dataset in datasets:
+            self.assertFalse(dataset.options().autotune.enabled)
+
     @parameterized.named_parameters(
         ("drop", True, [3000] * 2), ("keep", False, [3000] * 2 + [2000])
     )
