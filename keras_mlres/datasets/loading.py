@@ -504,10 +504,10 @@ def _pipeline(
     # Without the autotuning model thread: `fit` drops each epoch's iterator
     # when the next epoch starts, and the iterator's destructor waits for
     # that thread, which may be asleep between two optimization rounds. That
-    # stalled the first batch of an epoch by up to seconds (3.7 s measured
-    # at K = 512 blocks; benchmarks/epoch_stall.py). `AUTOTUNE` parallelism
-    # and prefetching still apply, at default sizes that these small cached
-    # pipelines do not outgrow.
+    # stalled the first batch of an epoch by up to seconds (1.9 s at K = 256
+    # blocks of width 64, 3.7 s at K = 512; benchmarks/epoch_stall.py).
+    # `AUTOTUNE` parallelism and prefetching still apply, at default sizes
+    # that these small cached pipelines do not outgrow.
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
