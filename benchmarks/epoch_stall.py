@@ -15,7 +15,8 @@ records per epoch the seconds between `on_epoch_begin` and the first
 
 Usage:
     python benchmarks/epoch_stall.py [--blocks 256] [--width 64]
-        [--epochs 8] [--repeats 2] [--no_xla] [--quick] [--json out.json]
+        [--epochs 8] [--repeats 2] [--no_xla] [--data_dir DIR] [--quick]
+        [--json out.json]
 """
 
 import argparse
@@ -113,6 +114,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no_xla", action="store_true",
                         help="train without XLA (jit_compile=False)")
+    parser.add_argument("--data_dir", help="TFDS data directory of `load`")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that only check the script runs")
     parser.add_argument("--json", help="also write the results to this file")
@@ -120,7 +122,9 @@ def main(argv=None):
     if args.quick:
         args.blocks, args.width, args.epochs, args.repeats = 4, 8, 3, 1
         args.no_xla = True
-    train = mlres.datasets.load("peaks", batch_size=100, split="train")
+    train = mlres.datasets.load(
+        "peaks", batch_size=100, split="train", data_dir=args.data_dir
+    )
     results = [
         measure(autotune, train, args.blocks, args.width, args.epochs,
                 not args.no_xla)

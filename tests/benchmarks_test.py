@@ -48,7 +48,9 @@ class BenchmarksTest(absltest.TestCase):
         self.assertGreater(work_ratio, 1.5)
 
     def test_epoch_stall_quick(self):
-        result = _run("epoch_stall.py", "--quick")
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        result = _run("epoch_stall.py", "--quick", "--data_dir", tmp)
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
         rows = {
             row[0]: row[1:]
