@@ -63,6 +63,10 @@ ABLATION = {
         "K/8, 3 epochs, 8x (dt-scaled) learning rate",
         dict(_K8_THREE_EPOCHS, coarse_learning_rate_scale="dt"),
     ),
+    "average": (
+        "nested iteration, averaged initial weights",
+        dict(restriction="average"),
+    ),
     "levels2": ("nested iteration, 2 levels", dict(num_levels=2)),
     "levels4": ("nested iteration, 4 levels", dict(num_levels=4)),
     "levels5": ("nested iteration, 5 levels", dict(num_levels=5)),

@@ -23,7 +23,11 @@ from keras_mlres.version import check_compatible
 # `MultilevelModel(fine, **DEFAULT_SCHEME)`. Full multigrid's nested
 # iteration as a warm start: the K/4-block network, then K/2, then K, each
 # trained (one optimizer step per batch) until its validation loss stops
-# improving, and prolongated as the next one's initial weights.
+# improving, and prolongated as the next one's initial weights. Injection
+# starts the coarsest network from every c-th block of the fine network's
+# initial weights: independent draws of the blocks' initializer, whose
+# average over c blocks would shrink the kernels' scale by sqrt(c) and make
+# the coarse network train more slowly (see "average" in the Ablation).
 DEFAULT_SCHEME = dict(
     num_levels=3,
     cycle="none",
@@ -31,6 +35,7 @@ DEFAULT_SCHEME = dict(
     pre_smoothing=1,
     post_smoothing=0,
     level_patience=1,
+    restriction="injection",
 )
 
 
@@ -106,7 +111,10 @@ class MultilevelModel(keras.Model):
         coarsening_factor: Factor by which each level divides the blocks.
         interpolation: Prolongation in time, `"constant"` or `"linear"`.
         restriction: Weight restriction, `"average"`, `"injection"` or
-            `"full_weighting"`.
+            `"full_weighting"`. Under nested iteration without cycles it
+            only gives the coarsest level its initial weights (and a
+            resumed level its weights back); `"injection"` keeps the scale
+            of freshly initialized blocks, which averaging shrinks.
         nested_iteration: If True, `fit` starts on the coarsest level and
             moves one level finer whenever the monitored loss (`val_loss` if
             there is validation data, else `loss`) has not improved for

@@ -557,6 +557,33 @@ class NestedIterationTest(tf.test.TestCase):
         x = _spiral(16, seed=4)[0]
         self.assertAllClose(model.predict(x, verbose=0), model.fine(x))
 
+    def test_default_scheme_starts_the_coarsest_level_at_the_initial_scale(
+        self,
+    ):
+        # Averaging c independent initial kernels shrinks them by sqrt(c);
+        # the default scheme's injection hands the coarsest network c-th
+        # blocks of the fine initialization, so it starts as initialized.
+        def coarsest_and_fine_kernels(**scheme):
+            model = mlres.MultilevelModel(
+                _fine(num_blocks=64, width=16), **scheme
+            )
+            hierarchy = model.hierarchy
+            coarsest = hierarchy.stages(hierarchy.num_levels - 1)[0]
+            fine = hierarchy.stages(0)[0]
+            return (
+                np.asarray(coarsest.stacked_weights["kernel"]),
+                np.asarray(fine.stacked_weights["kernel"]),
+            )
+
+        coarse, fine = coarsest_and_fine_kernels(**mlres.DEFAULT_SCHEME)
+        self.assertEqual(coarse.shape[0], 16)
+        self.assertAllEqual(coarse, fine[::4])
+        self.assertAllClose(coarse.std(), fine.std(), rtol=0.05)
+        averaged, fine = coarsest_and_fine_kernels(
+            **dict(mlres.DEFAULT_SCHEME, restriction="average")
+        )
+        self.assertAllClose(averaged.std(), fine.std() / 2, rtol=0.05)
+
     def test_patience_moves_on_when_the_loss_stops_improving(self):
         model = _compiled(
             mlres.MultilevelModel(
