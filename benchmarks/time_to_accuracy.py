@@ -67,6 +67,10 @@ ABLATION = {
         "nested iteration, averaged initial weights",
         dict(restriction="average"),
     ),
+    "prolongate_optimizer": (
+        "nested iteration, optimizer state prolongated",
+        dict(nested_optimizer_state="prolongate"),
+    ),
     "levels2": ("nested iteration, 2 levels", dict(num_levels=2)),
     "levels4": ("nested iteration, 4 levels", dict(num_levels=4)),
     "levels5": ("nested iteration, 5 levels", dict(num_levels=5)),

@@ -12,6 +12,7 @@ from keras_mlres import datasets
 from keras_mlres import export
 from keras_mlres import layers
 from keras_mlres import models
+from keras_mlres import optimizer_state
 from keras_mlres import schedules
 from keras_mlres import transfer
 from keras_mlres.export import load_model

@@ -1,6 +1,7 @@
 """`MultilevelModel`: MG/OPT training of a residual network behind `fit`."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ from keras.src.losses.loss import unscale_loss_for_distribution
 from keras_mlres import _validation
 from keras_mlres import cycles
 from keras_mlres import export as export_lib
+from keras_mlres import optimizer_state
 from keras_mlres import schedules
 from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_count
@@ -17,6 +19,7 @@ from keras_mlres.hierarchy import Hierarchy
 from keras_mlres.version import __version__
 from keras_mlres.version import check_compatible
 
+NESTED_OPTIMIZER_STATES = ("reset", "prolongate")
 
 # The scheme that measured best to a target accuracy at the same learning
 # rates as single-level training (benchmarks/RESULTS.md, "Ablation"):
@@ -66,7 +69,9 @@ class MultilevelModel(keras.Model):
     `compile`, coarse levels fresh clones of it unless `level_optimizers` is
     given. `optimizer.iterations` counts fine optimizer steps (smoothing
     steps), so learning-rate schedules and Adam's bias correction advance
-    `pre_smoothing + post_smoothing` times per batch.
+    `pre_smoothing + post_smoothing` times per batch (under nested
+    iteration, from 0 on each level unless `nested_optimizer_state` is
+    `"prolongate"`).
 
     With `jit_compile=True` the whole cycle (every level's forward and
     backward passes, optimizer updates, transfers and line search) is one
@@ -127,6 +132,16 @@ class MultilevelModel(keras.Model):
             `predict` see the fine network.
         level_patience: Epochs without improvement before moving finer.
         max_level_epochs: Optional limit of epochs per coarse level.
+        nested_optimizer_state: How the optimizer of a level that nested
+            iteration moves to starts. `"reset"` (the default): fresh, as
+            a new optimizer. `"prolongate"`: with the coarser level's state
+            (moments, iteration count), stage slots prolongated like the
+            weights and scaled to the finer level's smaller per-block
+            gradients (see `keras_mlres.optimizer_state`), so training
+            continues without the jump a fresh Adam makes; levels whose
+            optimizers differ in type, or are of a type it does not know,
+            start fresh (with a warning at `compile`). Fresh measured at
+            least as fast to the target (benchmarks/RESULTS.md).
         **kwargs: Base `keras.Model` keyword arguments (`name`, ...).
 
     Example:
@@ -159,6 +174,7 @@ class MultilevelModel(keras.Model):
         nested_iteration=False,
         level_patience=1,
         max_level_epochs=None,
+        nested_optimizer_state="reset",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -177,6 +193,11 @@ class MultilevelModel(keras.Model):
             "coarse_optimizer_state",
             coarse_optimizer_state,
             cycles.OPTIMIZER_STATES,
+        )
+        check_choice(
+            "nested_optimizer_state",
+            nested_optimizer_state,
+            NESTED_OPTIMIZER_STATES,
         )
         if max_level_epochs is not None and not nested_iteration:
             raise ValueError(
@@ -217,6 +238,7 @@ class MultilevelModel(keras.Model):
         self.nested_iteration = bool(nested_iteration)
         self.level_patience = level_patience
         self.max_level_epochs = max_level_epochs
+        self.nested_optimizer_state = nested_optimizer_state
         self.active_level = num_levels - 1 if self.nested_iteration else 0
         # Nested iteration's schedule lives in variables, so that checkpoints
         # (BackupAndRestore, save_weights, .keras files) carry it: the active
@@ -231,6 +253,7 @@ class MultilevelModel(keras.Model):
         )
         self.level_optimizers = None
         self._mgopt = None
+        self._carries_optimizer_state = [False] * (num_levels - 1)
         self._level_loss_trackers = [
             keras.metrics.Mean(name=f"level_{level}_loss")
             for level in range(1, num_levels)
@@ -268,6 +291,7 @@ class MultilevelModel(keras.Model):
                 "nested_iteration": self.nested_iteration,
                 "level_patience": self.level_patience,
                 "max_level_epochs": self.max_level_epochs,
+                "nested_optimizer_state": self.nested_optimizer_state,
                 "keras_mlres_version": __version__,
             }
         )
@@ -332,6 +356,7 @@ class MultilevelModel(keras.Model):
         super().compile(optimizer, *args, **kwargs)
         self.level_optimizers = level_optimizers
         self._mgopt = self._build_mgopt()
+        self._carries_optimizer_state = self._optimizer_state_transfers()
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -344,6 +369,29 @@ class MultilevelModel(keras.Model):
 
     def compile_from_config(self, config):
         self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def _optimizer_state_transfers(self):
+        """Whether moving finer from level l carries state, for l = 1 .."""
+        if not self.nested_iteration or self.nested_optimizer_state == "reset":
+            return [False] * (self.num_levels - 1)
+        optimizers = [self.optimizer] + self.level_optimizers
+        carries = []
+        for level in range(1, self.num_levels):
+            coarse, fine = optimizers[level], optimizers[level - 1]
+            carries.append(optimizer_state.can_prolongate(coarse, fine))
+            if not carries[-1]:
+                warnings.warn(
+                    f"Moving finer from level {level}, nested iteration "
+                    "cannot prolongate the optimizer state from "
+                    f"{type(coarse).__name__} to {type(fine).__name__} (it "
+                    "needs one optimizer type among "
+                    f"{optimizer_state.SUPPORTED_OPTIMIZERS} or their "
+                    f"subclasses), so level {level - 1}'s optimizer will "
+                    "start fresh. Pass nested_optimizer_state='reset' to "
+                    "MultilevelModel to start every level fresh silently.",
+                    stacklevel=3,
+                )
+        return carries
 
     def _coarse_optimizers(self, fine_optimizer, level_optimizers):
         num_coarse = self.num_levels - 1
@@ -545,8 +593,22 @@ class MultilevelModel(keras.Model):
             self.make_train_function(force=True)
 
     def move_finer(self):
-        """Makes the next finer level the active one (nested iteration)."""
+        """Makes the next finer level the active one (nested iteration).
+
+        The finer level starts from the prolongated weights, and its
+        optimizer from the coarser one's prolongated state if
+        `nested_optimizer_state="prolongate"`.
+        """
         self.sync_fine_weights()
+        coarse = self.active_level
+        if self._carries_optimizer_state[coarse - 1]:
+            optimizers = [self.optimizer] + self.level_optimizers
+            optimizer_state.prolongate_optimizer_state(
+                optimizers[coarse],
+                optimizers[coarse - 1],
+                self.hierarchy.stage_mask,
+                self.hierarchy.coarsening_factor,
+            )
         self.active_level -= 1
         self.nested_schedule.assign([self.active_level, 0, 0])
         self.make_train_function(force=True)

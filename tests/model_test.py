@@ -465,7 +465,7 @@ class ConvFitTest(tf.test.TestCase):
         self.assertAllClose(loss, history.history["val_loss"][-1], rtol=1e-5)
 
 
-class NestedIterationTest(tf.test.TestCase):
+class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
     def test_conv_fine_network_gets_the_coarse_statistics(self):
         # While a coarse level trains, the fine network is only prolongated
         # into; its batch-norm statistics must come from the coarse level,
@@ -584,6 +584,63 @@ class NestedIterationTest(tf.test.TestCase):
         )
         self.assertAllClose(averaged.std(), fine.std() / 2, rtol=0.05)
 
+    @parameterized.parameters(False, True)
+    def test_finer_level_continues_the_coarser_optimizer(self, jit_compile):
+        # A fresh Adam's first steps move every weight by about the learning
+        # rate; the finer level instead takes the coarse moments, stage slots
+        # prolongated and scaled by c^-degree, and the iteration count.
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(), num_levels=2, nested_iteration=True,
+                max_level_epochs=1, nested_optimizer_state="prolongate",
+            ),
+            jit_compile=jit_compile,
+        )
+        # 8 batches of pre- and post-smoothing steps, then finer.
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertEqual(model.active_level, 0)
+        coarse, fine = model.level_optimizers[0], model.optimizer
+        self.assertEqual(int(coarse.iterations), 16)
+        self.assertEqual(int(fine.iterations), 16)
+        for is_stage, coarse_moments, fine_moments in zip(
+            model.hierarchy.stage_mask,
+            zip(coarse._momentums, coarse._velocities),
+            zip(fine._momentums, fine._velocities),
+        ):
+            self.assertNotAllClose(coarse_moments[1], 0.0)
+            for degree, (got, want) in enumerate(
+                zip(fine_moments, coarse_moments), start=1
+            ):
+                if is_stage:
+                    want = mlres.transfer.prolongate(want, 2) / 2**degree
+                self.assertAllClose(got, want)
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertEqual(int(fine.iterations), 32)
+
+    def test_default_starts_the_finer_optimizer_fresh(self):
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(), num_levels=2, nested_iteration=True,
+                max_level_epochs=1,
+            )
+        )
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertEqual(model.active_level, 0)
+        self.assertEqual(int(model.optimizer.iterations), 0)
+        for slot in model.optimizer._momentums + model.optimizer._velocities:
+            self.assertAllEqual(slot, tf.zeros_like(slot))
+
+    def test_levels_of_different_optimizers_start_fresh_with_a_warning(self):
+        model = mlres.MultilevelModel(
+            _fine(), num_levels=2, nested_iteration=True, max_level_epochs=1,
+            nested_optimizer_state="prolongate",
+        )
+        with self.assertWarnsRegex(UserWarning, "from SGD to Adam.*'reset'"):
+            _compiled(model, level_optimizers=[keras.optimizers.SGD(0.1)])
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertEqual(model.active_level, 0)
+        self.assertEqual(int(model.optimizer.iterations), 0)
+
     def test_patience_moves_on_when_the_loss_stops_improving(self):
         model = _compiled(
             mlres.MultilevelModel(
@@ -676,6 +733,11 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
         ("zero_patience", dict(level_patience=0), "level_patience"),
         ("zero_level_epochs", dict(max_level_epochs=0), "max_level_epochs"),
         ("unknown_state", dict(coarse_optimizer_state="zero"), "'keep', 'reset'"),
+        (
+            "unknown_nested_state",
+            dict(nested_optimizer_state="keep"),
+            "'reset', 'prolongate'",
+        ),
         (
             "unknown_scale",
             dict(coarse_learning_rate_scale="dx"),
