@@ -140,8 +140,8 @@ class MultilevelModel(keras.Model):
             gradients (see `keras_mlres.optimizer_state`), so training
             continues without the jump a fresh Adam makes; levels whose
             optimizers differ in type, or are of a type it does not know,
-            start fresh (with a warning at `compile`). Fresh measured at
-            least as fast to the target (benchmarks/RESULTS.md).
+            start fresh (with a warning at `compile`). Neither measured
+            reliably faster to the target (benchmarks/RESULTS.md).
         **kwargs: Base `keras.Model` keyword arguments (`name`, ...).
 
     Example:
@@ -370,11 +370,16 @@ class MultilevelModel(keras.Model):
     def compile_from_config(self, config):
         self.compile(**keras.saving.deserialize_keras_object(config))
 
+    @property
+    def _optimizers(self):
+        """Each level's optimizer, finest first."""
+        return [self.optimizer] + self.level_optimizers
+
     def _optimizer_state_transfers(self):
         """Whether moving finer from level l carries state, for l = 1 .."""
         if not self.nested_iteration or self.nested_optimizer_state == "reset":
             return [False] * (self.num_levels - 1)
-        optimizers = [self.optimizer] + self.level_optimizers
+        optimizers = self._optimizers
         carries = []
         for level in range(1, self.num_levels):
             coarse, fine = optimizers[level], optimizers[level - 1]
@@ -503,7 +508,6 @@ class MultilevelModel(keras.Model):
 
     def _build_mgopt(self):
         fine_params = _parameter_count(self.fine)
-        optimizers = [self.optimizer] + self.level_optimizers
         levels = [
             cycles.Level(
                 index,
@@ -516,7 +520,7 @@ class MultilevelModel(keras.Model):
                 ),
             )
             for index, (model, optimizer) in enumerate(
-                zip(self.hierarchy.models, optimizers)
+                zip(self.hierarchy.models, self._optimizers)
             )
         ]
         return cycles.MGOPT(
@@ -602,10 +606,9 @@ class MultilevelModel(keras.Model):
         self.sync_fine_weights()
         coarse = self.active_level
         if self._carries_optimizer_state[coarse - 1]:
-            optimizers = [self.optimizer] + self.level_optimizers
             optimizer_state.prolongate_optimizer_state(
-                optimizers[coarse],
-                optimizers[coarse - 1],
+                self._optimizers[coarse],
+                self._optimizers[coarse - 1],
                 self.hierarchy.stage_mask,
                 self.hierarchy.coarsening_factor,
             )

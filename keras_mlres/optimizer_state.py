@@ -1,9 +1,11 @@
 """Optimizer state across levels: a finer level continues the coarser one.
 
-When nested iteration moves finer, the finer level's optimizer would start
-from zero moments; Adam's first steps then move every weight by about the
-learning rate at once, and a conv network's training loss jumps. Instead the
-finer optimizer takes the coarser one's state, transferred like the weights.
+When nested iteration moves finer, the finer level's optimizer starts from
+zero moments by default; Adam's first steps then move every weight by about
+the learning rate at once, and a conv network's training loss can jump.
+With `MultilevelModel(nested_optimizer_state="prolongate")` the finer
+optimizer takes the coarser one's state instead, transferred like the
+weights.
 
 A stage weight's gradient on the finer level is about `1/c` of the coarse
 one on each of the `c` blocks the coarse block became (`R_g = P^T` sums
