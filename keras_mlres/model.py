@@ -253,7 +253,6 @@ class MultilevelModel(keras.Model):
         )
         self.level_optimizers = None
         self._mgopt = None
-        self._carries_optimizer_state = [False] * (num_levels - 1)
         self._level_loss_trackers = [
             keras.metrics.Mean(name=f"level_{level}_loss")
             for level in range(1, num_levels)
@@ -356,7 +355,7 @@ class MultilevelModel(keras.Model):
         super().compile(optimizer, *args, **kwargs)
         self.level_optimizers = level_optimizers
         self._mgopt = self._build_mgopt()
-        self._carries_optimizer_state = self._optimizer_state_transfers()
+        self._warn_about_unpaired_optimizers()
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -375,16 +374,23 @@ class MultilevelModel(keras.Model):
         """Each level's optimizer, finest first."""
         return [self.optimizer] + self.level_optimizers
 
-    def _optimizer_state_transfers(self):
-        """Whether moving finer from level l carries state, for l = 1 .."""
+    def _carries_optimizer_state(self, coarse_level):
+        """Whether moving finer from `coarse_level` prolongates its state."""
+        return (
+            self.nested_iteration
+            and self.nested_optimizer_state == "prolongate"
+            and optimizer_state.can_prolongate(
+                self._optimizers[coarse_level],
+                self._optimizers[coarse_level - 1],
+            )
+        )
+
+    def _warn_about_unpaired_optimizers(self):
         if not self.nested_iteration or self.nested_optimizer_state == "reset":
-            return [False] * (self.num_levels - 1)
-        optimizers = self._optimizers
-        carries = []
+            return
         for level in range(1, self.num_levels):
-            coarse, fine = optimizers[level], optimizers[level - 1]
-            carries.append(optimizer_state.can_prolongate(coarse, fine))
-            if not carries[-1]:
+            if not self._carries_optimizer_state(level):
+                fine, coarse = self._optimizers[level - 1 : level + 1]
                 warnings.warn(
                     f"Moving finer from level {level}, nested iteration "
                     "cannot prolongate the optimizer state from "
@@ -396,7 +402,6 @@ class MultilevelModel(keras.Model):
                     "MultilevelModel to start every level fresh silently.",
                     stacklevel=3,
                 )
-        return carries
 
     def _coarse_optimizers(self, fine_optimizer, level_optimizers):
         num_coarse = self.num_levels - 1
@@ -605,7 +610,7 @@ class MultilevelModel(keras.Model):
         """
         self.sync_fine_weights()
         coarse = self.active_level
-        if self._carries_optimizer_state[coarse - 1]:
+        if self._carries_optimizer_state(coarse):
             optimizer_state.prolongate_optimizer_state(
                 self._optimizers[coarse],
                 self._optimizers[coarse - 1],
