@@ -5,6 +5,8 @@ XLA, not at all (an out-of-range label silently gives a NaN loss). The checks
 here run on the host before training starts and name the problem and the fix.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -35,6 +37,69 @@ def check_loss(loss):
                     "or a name keras.losses.get knows, e.g. "
                     "'sparse_categorical_crossentropy' or 'mse'."
                 ) from None
+
+
+def warn_if_loss_expects_probabilities(loss, model):
+    """Warns when a crossentropy given by name meets a network of logits.
+
+    A crossentropy named by a string takes its `from_logits=False` default,
+    while the networks of `keras_mlres.models` end in a linear layer; Keras
+    would then train on a wrong loss without a word.
+
+    Args:
+        loss: What `compile` received as `loss`.
+        model: The fine network.
+    """
+    if len(model.outputs) != 1 or not model.layers:
+        return
+    last = model.layers[-1]
+    if getattr(last, "activation", None) is not keras.activations.linear:
+        return
+    for name in tf.nest.flatten(loss):
+        if isinstance(name, str) and "crossentropy" in name.lower():
+            loss_class = name
+            if name.islower():
+                loss_class = "".join(map(str.capitalize, name.split("_")))
+            warnings.warn(
+                f"loss={name!r} expects probabilities (from_logits=False), "
+                f"but the network's last layer {last.name!r} has a linear "
+                "activation, so it outputs logits. Pass "
+                f"loss=keras.losses.{loss_class}(from_logits=True), or end "
+                "the network with a softmax (sigmoid) activation.",
+                stacklevel=3,
+            )
+
+
+def cloneable_config(optimizer):
+    """Returns `optimizer.get_config()` once a clone from it is known to work.
+
+    The coarse levels' default optimizers are rebuilt from this config; a
+    learning rate Keras cannot serialize (a lambda or plain function) fails
+    there, so the error names the two ways around it.
+
+    Args:
+        optimizer: The fine level's `keras.optimizers.Optimizer`.
+
+    Returns:
+        Its config dict.
+
+    Raises:
+        ValueError: If the optimizer cannot be rebuilt from its config.
+    """
+    try:
+        config = optimizer.get_config()
+        type(optimizer).from_config(config)
+    except (OSError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"The coarse levels' optimizers are clones of the fine "
+            f"{type(optimizer).__name__}, but it cannot be cloned through "
+            f"get_config()/from_config(): {error} A learning rate given as "
+            "a lambda or plain function is the usual cause. Pass a "
+            "keras.optimizers.schedules.LearningRateSchedule (or a number) "
+            "instead, or give each coarse level its own optimizer with "
+            "compile(..., level_optimizers=[...])."
+        ) from error
+    return config
 
 
 def check_optimizer(optimizer, argument="optimizer"):

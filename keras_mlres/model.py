@@ -351,6 +351,9 @@ class MultilevelModel(keras.Model):
         """
         optimizer = _validation.check_optimizer(optimizer)
         _validation.check_loss(kwargs.get("loss"))
+        _validation.warn_if_loss_expects_probabilities(
+            kwargs.get("loss"), self.fine
+        )
         level_optimizers = self._coarse_optimizers(optimizer, level_optimizers)
         super().compile(optimizer, *args, **kwargs)
         self.level_optimizers = level_optimizers
@@ -406,7 +409,9 @@ class MultilevelModel(keras.Model):
     def _coarse_optimizers(self, fine_optimizer, level_optimizers):
         num_coarse = self.num_levels - 1
         if level_optimizers is None:
-            config = fine_optimizer.get_config()
+            if not num_coarse:
+                return []
+            config = _validation.cloneable_config(fine_optimizer)
             scale = self.coarse_learning_rate_scale
             if scale == "dt":
                 scale = self.hierarchy.coarsening_factor

@@ -123,6 +123,11 @@ _COMPILE_TRIGGERS = {
     "one optimizer instance for two levels": lambda m: m.compile(
         m.optimizer, loss=_LOSS, level_optimizers=[m.optimizer]
     ),
+    "a learning rate given as a lambda, with cloned coarse optimizers": (
+        lambda m: m.compile(
+            keras.optimizers.SGD(learning_rate=lambda: 0.01), loss=_LOSS
+        )
+    ),
 }
 _TRIGGERS = {**_FIT_TRIGGERS, **_CONSTRUCTOR_TRIGGERS, **_COMPILE_TRIGGERS}
 _RAISED_BY = {

@@ -709,6 +709,23 @@ class CoarseLearningRateTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertAllClose(model.level_optimizers[0].learning_rate, 0.3)
 
+    @parameterized.named_parameters(
+        ("single_level", 1, None),
+        ("coarse_optimizers_given", 2, [keras.optimizers.SGD(0.05)]),
+    )
+    def test_lambda_learning_rate_trains(self, num_levels, level_optimizers):
+        # A lambda cannot be cloned for the coarse levels (README, Errors);
+        # without clones it is the fine level's rate, as in plain Keras.
+        model = mlres.MultilevelModel(_fine(), num_levels=num_levels)
+        _compiled(
+            model,
+            optimizer=keras.optimizers.SGD(learning_rate=lambda: 0.05),
+            level_optimizers=level_optimizers,
+        )
+        history = model.fit(_dataset(), epochs=2, verbose=0)
+        self.assertAllClose(model.optimizer.learning_rate, 0.05)
+        self.assertLess(history.history["loss"][1], history.history["loss"][0])
+
     def test_scaled_rates_survive_saving(self):
         path = os.path.join(self.get_temp_dir(), "scaled.keras")
         model = mlres.MultilevelModel(
@@ -760,6 +777,39 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
         model = mlres.MultilevelModel(_fine(), num_levels=3)
         with self.assertRaisesRegex(ValueError, "level_optimizers.*2"):
             _compiled(model, level_optimizers=[keras.optimizers.SGD()])
+
+    @parameterized.named_parameters(
+        ("snake_case", "sparse_categorical_crossentropy",
+         "SparseCategoricalCrossentropy"),
+        ("class_name", "SparseCategoricalCrossentropy",
+         "SparseCategoricalCrossentropy"),
+        ("binary", "binary_crossentropy", "BinaryCrossentropy"),
+    )
+    def test_crossentropy_by_name_on_logits_warns(self, loss, loss_class):
+        model = mlres.MultilevelModel(_fine(), num_levels=2)
+        with self.assertWarnsRegex(
+            UserWarning,
+            f"loss='{loss}' expects probabilities.*outputs logits.*"
+            f"keras.losses.{loss_class}\\(from_logits=True\\)",
+        ):
+            model.compile("sgd", loss=loss)
+
+    @parameterized.named_parameters(
+        ("loss_object", _fine, _LOSS),
+        ("regression_loss", _fine, "mse"),
+        (
+            "softmax_output",
+            lambda: keras.Sequential(
+                [keras.Input((2,)), *_fine().layers, keras.layers.Softmax()]
+            ),
+            "sparse_categorical_crossentropy",
+        ),
+    )
+    def test_matching_loss_does_not_warn(self, make_fine, loss):
+        model = mlres.MultilevelModel(make_fine(), num_levels=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.compile("sgd", loss=loss)
 
     def test_optimizer_shared_between_levels(self):
         model = mlres.MultilevelModel(_fine(), num_levels=3)
