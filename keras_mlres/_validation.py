@@ -93,7 +93,7 @@ def cloneable_config(optimizer):
         raise ValueError(
             f"The coarse levels' optimizers are clones of the fine "
             f"{type(optimizer).__name__}, but it cannot be cloned through "
-            f"get_config()/from_config(): {error} A learning rate given as "
+            f"get_config()/from_config() ({error}). A learning rate given as "
             "a lambda or plain function is the usual cause. Pass a "
             "keras.optimizers.schedules.LearningRateSchedule (or a number) "
             "instead, or give each coarse level its own optimizer with "
