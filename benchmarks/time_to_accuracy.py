@@ -181,6 +181,12 @@ class Run:
         return max(self.history["val_accuracy"])
 
 
+def load_runs(path):
+    """Returns the runs recorded in a runs.json file, by `Run.key`."""
+    with open(path) as f:
+        return {run.key: run for run in (Run(**r) for r in json.load(f))}
+
+
 # XLA keeps every program it compiled for the life of the process, each in
 # its own memory maps; a long benchmark would exhaust the kernel's limit
 # (vm.max_map_count, 65530 by default: "LLVM ERROR: Unable to allocate section
@@ -513,7 +519,6 @@ def main(argv=None):
                         help="continue an interrupted run of the same "
                         "settings from the runs.json it wrote so far")
     args = parser.parse_args(argv)
-    args.recorded = {}
     if args.quick:
         args.tasks, args.seeds = "spiral,shapes", 1
         args.blocks, args.depths = 8, "8"
@@ -530,13 +535,11 @@ def main(argv=None):
     directory = os.path.join(os.path.dirname(args.output), stem)
     os.makedirs(directory, exist_ok=True)
     args.progress = os.path.join(directory, "runs.json")
-    for path in filter(None, [
-        args.reuse, args.progress if args.continue_run else None,
-    ]):
-        with open(path) as f:
-            args.recorded.update(
-                (run.key, run) for run in (Run(**r) for r in json.load(f))
-            )
+    # A continued benchmark keeps the runs its runs.json holds beyond this
+    # command's (another task's ablation, say) when it rewrites the file.
+    own_runs = load_runs(args.progress) if args.continue_run else {}
+    args.recorded = {**(load_runs(args.reuse) if args.reuse else {}),
+                     **own_runs}
     # A restart to free compiled code (see `train`) keeps the start time;
     # a --continue by hand times only its own part.
     timed_from_start = not args.continue_run or _STARTED in os.environ
@@ -669,8 +672,9 @@ def main(argv=None):
     notes = kept_notes(args.output)
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + notes)
+    kept_runs = {**own_runs, **{run.key: run for run in all_runs}}
     with open(args.progress, "w") as f:
-        json.dump([dataclasses.asdict(r) for r in all_runs], f)
+        json.dump([dataclasses.asdict(r) for r in kept_runs.values()], f)
     print("\n".join(lines))
     return main_results
 

@@ -121,6 +121,19 @@ class BenchmarksTest(absltest.TestCase):
         self.assertLen(keys, 5)
         self.assertLen(set(keys), 5)
 
+        # A --continue that trains nothing keeps the runs it does not report.
+        other_task = dict(runs[0], task="ellipses")
+        with open(os.path.join(tmp, "results", "runs.json"), "w") as f:
+            json.dump(runs + [other_task], f)
+        result = _run(
+            "time_to_accuracy.py", "--quick", "--data_dir", tmp,
+            "--output", output, "--continue",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertNotIn("best val acc", result.stdout)
+        with open(os.path.join(tmp, "results", "runs.json")) as f:
+            self.assertCountEqual(json.load(f), runs + [other_task])
+
     def test_ablation_variants_change_the_scheme_control_last(self):
         script = _load_script("time_to_accuracy")
         scheme = {"num_levels": 3, "level_patience": 1}
