@@ -63,6 +63,9 @@ ABLATION = {
         "K/8, 3 epochs, 8x (dt-scaled) learning rate",
         dict(_K8_THREE_EPOCHS, coarse_learning_rate_scale="dt"),
     ),
+    "k8_patience": (
+        "K/8, then K, by patience", dict(num_levels=2, coarsening_factor=8),
+    ),
     "average": (
         "nested iteration, averaged initial weights",
         dict(restriction="average"),
