@@ -377,19 +377,25 @@ class MultilevelModel(keras.Model):
         """Each level's optimizer, finest first."""
         return [self.optimizer] + self.level_optimizers
 
-    def _carries_optimizer_state(self, coarse_level):
-        """Whether moving finer from `coarse_level` prolongates its state."""
+    @property
+    def _prolongates_optimizer_state(self):
+        """Whether the settings ask moves finer to carry optimizer state."""
         return (
             self.nested_iteration
             and self.nested_optimizer_state == "prolongate"
-            and optimizer_state.can_prolongate(
+        )
+
+    def _carries_optimizer_state(self, coarse_level):
+        """Whether moving finer from `coarse_level` prolongates its state."""
+        return self._prolongates_optimizer_state and (
+            optimizer_state.can_prolongate(
                 self._optimizers[coarse_level],
                 self._optimizers[coarse_level - 1],
             )
         )
 
     def _warn_about_unpaired_optimizers(self):
-        if not self.nested_iteration or self.nested_optimizer_state == "reset":
+        if not self._prolongates_optimizer_state:
             return
         for level in range(1, self.num_levels):
             if not self._carries_optimizer_state(level):
