@@ -48,6 +48,8 @@ from typing import List, Optional
 
 import tensorflow as tf
 
+from keras_mlres.hierarchy import read_values
+
 CYCLES = ("V", "W", "F", "none")
 OPTIMIZER_STATES = ("keep", "reset")
 
@@ -68,8 +70,11 @@ def linear_correction(value, v, xs):
 
 
 def add_scaled(xs, alpha, ys):
-    """Returns the list `xs[i] + alpha * ys[i]`."""
-    return [x + alpha * y for x, y in zip(xs, ys)]
+    """Returns the list `xs[i] + alpha * ys[i]`, in the dtype of each `xs[i]`.
+
+    The cycle's step sizes are float32 whatever the network's dtype.
+    """
+    return [x + tf.cast(alpha, x.dtype) * y for x, y in zip(xs, ys)]
 
 
 def subtract(xs, ys):
@@ -93,11 +98,6 @@ def sum_over_replicas(value):
     return tf.distribute.get_replica_context().all_reduce(
         tf.distribute.ReduceOp.SUM, value
     )
-
-
-def read_values(variables):
-    """Returns a snapshot (tensors) of a list of variables."""
-    return [tf.identity(variable.value) for variable in variables]
 
 
 def assign_values(variables, values):
@@ -379,18 +379,21 @@ class MGOPT:
         Args:
             index: The level.
             data: The batch.
-            v: The coherence term of the level (None on the finest).
+            v: The coherence term of the level: None on the level the cycle
+                starts on (`top`), which is the only level that is not a
+                coarse visit.
             start: The `Evaluation` of h at the current weights, if already
                 known (else None).
             cycle: `"V"`, `"W"` or `"F"`.
         """
         level = self.levels[index]
-        if index == self.num_levels - 1:
+        if v is not None:
+            # Under nested iteration the top may be a coarse level, whose
+            # optimizer state must carry over from batch to batch.
             level.reset_optimizer_state()
+        if index == self.num_levels - 1:
             self.smooth(level, data, v, self.coarse_steps, start)
             return
-        if index > 0:
-            level.reset_optimizer_state()
         if self.smooth(level, data, v, self.pre_smoothing, start):
             start = None
         current = start or self.evaluate(level, data, v)
@@ -468,7 +471,8 @@ class MGOPT:
         restricted = self.hierarchy.restrict(index)
         value, gradients, _ = coarse.value_and_gradient(data, None)
         self._count(coarse)
-        self._tally.level_losses[index + 1] = value
+        if self._tally.level_losses[index + 1] is None:  # the first visit
+            self._tally.level_losses[index + 1] = value
         restricted_gradients = self.hierarchy.restrict_gradients(
             current.gradients
         )
@@ -530,9 +534,10 @@ class MGOPT:
                 level.variables, add_scaled(weights, step_size, correction)
             )
             value = sum_over_replicas(level.value(data, v))
+            decrease = _ARMIJO_C1 * tf.cast(step_size, slope.dtype) * slope
             return tf.logical_and(
                 tf.logical_and(
-                    value <= current_value + _ARMIJO_C1 * step_size * slope,
+                    value <= current_value + decrease,
                     value < current_value,
                 ),
                 tf.math.is_finite(value),

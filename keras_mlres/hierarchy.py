@@ -26,6 +26,21 @@ def _nested_stages(model):
     return nested
 
 
+def read_values(variables):
+    """Returns a snapshot of a list of variables, as tensors.
+
+    On the TensorFlow backend `Variable.value` is the variable itself, which
+    later reads see updated; a snapshot keeps the values of this moment.
+
+    Args:
+        variables: A list of Keras variables.
+
+    Returns:
+        A list of tensors holding their current values.
+    """
+    return [keras.ops.copy(variable) for variable in variables]
+
+
 def _max_levels(num_blocks, factor):
     levels = 1
     while num_blocks % factor == 0:
@@ -286,7 +301,7 @@ class Hierarchy:
         """
         self._check_pair(level, level + 1)
         restricted = self.restrict_weights(
-            [v.value for v in self.trainable_variables(level)]
+            read_values(self.trainable_variables(level))
         )
         _assign_stage_positions(
             self.trainable_variables(level + 1), restricted, self._stage_mask
@@ -338,7 +353,7 @@ class Hierarchy:
         """
         self._check_pair(level - 1, level)
         prolongated = self.prolongate_weights(
-            [v.value for v in self.trainable_variables(level)]
+            read_values(self.trainable_variables(level))
         )
         _assign_stage_positions(
             self.trainable_variables(level - 1), prolongated, self._stage_mask
