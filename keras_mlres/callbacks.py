@@ -166,6 +166,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Args:
         backup_dir: As in `keras.callbacks.BackupAndRestore`; a local path.
+            Training stops at its start (`NotADirectoryError`) if it is a
+            file or under a file.
         save_freq: As in `keras.callbacks.BackupAndRestore`.
         delete_checkpoint: As in `keras.callbacks.BackupAndRestore`.
 
@@ -188,8 +190,24 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         )
 
     def on_train_begin(self, logs=None):
+        self._check_backup_dir()
         self._recover()
         super().on_train_begin(logs)
+
+    def _check_backup_dir(self):
+        """Raises if a file stands where `backup_dir` must be a directory.
+
+        Otherwise the first backup, after a whole epoch of training, fails.
+        """
+        path = os.path.abspath(self.backup_dir)
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise NotADirectoryError(
+                f"backup_dir={self.backup_dir!r} cannot be a directory: "
+                f"'{path}' is a file. Pass a backup_dir that is neither a "
+                "file nor under one."
+            )
 
     def _recover(self):
         """Finishes or discards a backup that a kill interrupted."""

@@ -8,6 +8,8 @@ shallower network that is cheaper to serve.
 
 Exports are written into a temporary directory beside the target and moved
 into place only when complete, so a failed export never replaces a good one.
+The target must be new, empty or an earlier export: an export replaces its
+directory as a whole, so a directory holding other files is refused.
 Each export records the keras_mlres version and the size and SHA-256 of
 every file in `assets.extra/keras_mlres.json`; `load` checks them and names
 the problem (missing path, not a SavedModel, truncated or corrupt files,
@@ -53,8 +55,11 @@ def export_model(
     Args:
         model: A `MultilevelModel`, a `Hierarchy`, or a plain `keras.Model`
             (which is its own level 0).
-        filepath: The directory to write (a local path). An existing export
-            there is replaced once the new one is complete.
+        filepath: The directory to write (a local path): a new or empty
+            directory, or an earlier export, which is replaced once the new
+            one is complete. A directory with other files is refused
+            (`FileExistsError`), so are the working directory and its
+            parents (`ValueError`).
         format: `"tf_saved_model"` (Keras's serving SavedModel, with a
             `serve` endpoint and a `serving_default` signature), `"hub"`
             (a reusable SavedModel, see `export_hub_module`), or another
@@ -119,8 +124,11 @@ def export_hub_module(
     Args:
         model: A `MultilevelModel`, a `Hierarchy`, or a plain `keras.Model`
             (which is its own level 0).
-        filepath: The directory to write (a local path). An existing export
-            there is replaced once the new one is complete.
+        filepath: The directory to write (a local path): a new or empty
+            directory, or an earlier export, which is replaced once the new
+            one is complete. A directory with other files is refused
+            (`FileExistsError`), so are the working directory and its
+            parents (`ValueError`).
         level: Which level of the hierarchy to export (0 is the fine
             network). The level's current weights are exported; after
             training with cycles, `model.hierarchy.restrict(l - 1)` for
@@ -449,14 +457,16 @@ def _write_atomically(filepath, write, metadata, verbose):
             f"received '{filepath}'. Export to a local path, then copy it."
         )
     target = os.path.abspath(os.fspath(filepath))
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise FileExistsError(
-            f"'{target}' is a file; an export is a directory. Choose another "
-            "path or remove the file."
-        )
+    _check_target(target)
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    # mkdtemp makes the directory private (0700); an export is read by
+    # serving processes that may run as other users, so it gets the mode
+    # that os.makedirs would give it.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
     try:
         write(staging)
         _write_metadata(staging, metadata)
@@ -468,6 +478,49 @@ def _write_atomically(filepath, write, metadata, verbose):
         print(
             f"Exported level {metadata['level']} ({metadata['format']}, "
             f"{metadata['parameters']:,} parameters) to '{target}'."
+        )
+
+
+def _check_target(target):
+    """Raises if moving an export to `target` could delete other files.
+
+    The export replaces the directory at `target` as a whole, so that
+    directory must be new, empty or an earlier export (recognised by its
+    `METADATA_FILE`), and must not hold the working directory. Runs before
+    anything is written.
+
+    Args:
+        target: The absolute path of the export.
+
+    Raises:
+        FileExistsError: If `target` is a file, or a non-empty directory
+            that is not an earlier export.
+        ValueError: If `target` is the working directory or one of its
+            parents.
+    """
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise FileExistsError(
+            f"'{target}' is a file; an export is a directory. Choose another "
+            "path or remove the file."
+        )
+    real_target = os.path.realpath(target)
+    if os.path.commonpath([real_target, os.getcwd()]) == real_target:
+        raise ValueError(
+            f"Cannot export to '{target}': it is the current working "
+            "directory or one of its parents, which the export would "
+            "replace as a whole. Choose a new or empty directory, e.g. "
+            "model.export('exported_model')."
+        )
+    if (
+        os.path.isdir(target)
+        and os.listdir(target)
+        and not os.path.isfile(os.path.join(target, METADATA_FILE))
+    ):
+        raise FileExistsError(
+            f"'{target}' is a non-empty directory that holds no keras_mlres "
+            f"export (it has no {METADATA_FILE}). An export replaces its "
+            "directory as a whole, which would delete these files. Choose a "
+            "new or empty directory, or move the files away first."
         )
 
 

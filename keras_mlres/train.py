@@ -259,6 +259,31 @@ def _load():
     )
 
 
+def _check_training_batches(train, info):
+    """Raises ValueError if the training pipeline yields no batch."""
+    # `load` drops the last, short training batch, so a batch size above
+    # the split's size leaves nothing to train on.
+    if int(train.cardinality()) == 0:
+        raise ValueError(
+            f"--batch_size={_BATCH_SIZE.value} is larger than the training "
+            f"split of {_DATASET.value!r} "
+            f"({info.splits['train'].num_examples} examples), so training "
+            "would see no batch. Pass a smaller --batch_size."
+        )
+
+
+def _make_output_dir(path):
+    """Creates the directory `path`; raises ValueError if it cannot."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot create --output_dir={path!r}: {error.strerror}. Pass a "
+            "path where a directory can be written (not a file, nor a path "
+            "under a file)."
+        ) from error
+
+
 def fine_network(
     input_shape,
     num_classes,
@@ -426,17 +451,19 @@ def main(argv):
     }
     if _COMPARE.value:
         schemes = {reporting.BASELINE: BASELINE_SCHEME, **schemes}
-    # Everything that fails on a bad flag runs before any training.
+    # Everything that fails on a bad flag runs before any training; the
+    # output directory comes last, so a bad flag leaves none behind.
     try:
         data, compiled = {}, {}
         for name, scheme in schemes.items():
             data[name], info = _load()
+            _check_training_batches(data[name][0], info)
             compiled[name] = _build(scheme, info)
+        output_dir = _OUTPUT_DIR.value or _default_output_dir(_DATASET.value)
+        _make_output_dir(output_dir)
     except (ValueError, datasets.DatasetNotAvailableError) as error:
         _usage_error(error)
 
-    output_dir = _OUTPUT_DIR.value or _default_output_dir(_DATASET.value)
-    os.makedirs(output_dir, exist_ok=True)
     load_average = os.getloadavg()
     runs = {
         name: _fit(name, model, data[name], output_dir)

@@ -209,6 +209,26 @@ class BackupAndRestoreTest(tf.test.TestCase, parameterized.TestCase):
             for key in want.files:
                 self.assertAllEqual(got[key], want[key], msg=key)
 
+    @parameterized.named_parameters(
+        ("is_a_file", ()), ("is_under_a_file", ("backup",))
+    )
+    def test_backup_dir_at_a_file_fails_before_training(self, below):
+        path = os.path.join(
+            tempfile.mkdtemp(dir=self.get_temp_dir()), "notes.txt"
+        )
+        with open(path, "w") as file:
+            file.write("keep me")
+        model = _model(num_levels=2)
+        before = [variable.numpy() for variable in model.fine.weights]
+        backup = callbacks.BackupAndRestore(os.path.join(path, *below))
+        with self.assertRaises(NotADirectoryError) as raised:
+            model.fit(_data(), epochs=2, callbacks=[backup], verbose=0)
+        self.assertIn(f"'{path}' is a file", str(raised.exception))
+        for variable, value in zip(model.fine.weights, before):
+            self.assertAllEqual(variable, value)
+        with open(path) as file:
+            self.assertEqual(file.read(), "keep me")
+
     def test_keras_callback_resumes_a_run_killed_mid_epoch(self):
         # Keras's own callback saves the same state (not atomically).
         options = _SCHEMES["nested_iteration"]

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 from unittest import mock
@@ -253,6 +254,18 @@ class AtomicExportTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(_listing(parent), ["model"])
         self._assert_serves(path, "hub", x, before)
 
+    @parameterized.parameters("hub", "tf_saved_model")
+    def test_export_has_the_mode_of_a_new_directory(self, format):
+        # As os.makedirs would create it (plain keras.Model.export does), so
+        # that a server running as another user can read it.
+        umask = os.umask(0o022)
+        try:
+            path = os.path.join(self.get_temp_dir(), f"served_{format}")
+            _multilevel().export(path, format=format, verbose=False)
+        finally:
+            os.umask(umask)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o755)
+
     def test_a_file_at_the_target_is_not_replaced(self):
         path = os.path.join(self.get_temp_dir(), "model.keras")
         with open(path, "w") as file:
@@ -261,6 +274,50 @@ class AtomicExportTest(tf.test.TestCase, parameterized.TestCase):
             _multilevel().export(path, verbose=False)
         with open(path) as file:
             self.assertEqual(file.read(), "keep me")
+
+    @parameterized.parameters("hub", "tf_saved_model")
+    def test_a_directory_with_other_files_is_not_replaced(self, format):
+        parent = os.path.join(self.get_temp_dir(), f"project_{format}")
+        path = os.path.join(parent, "model")
+        os.makedirs(os.path.join(path, "src"))
+        with open(os.path.join(path, "src", "train.py"), "w") as file:
+            file.write("keep me")
+        with self.assertRaisesRegex(
+            FileExistsError, "non-empty directory.*new or empty directory"
+        ):
+            _multilevel().export(path, format=format, verbose=False)
+        self.assertEqual(_listing(parent), ["model"])  # no partial directory
+        self.assertEqual(_listing(path), ["src"])
+        with open(os.path.join(path, "src", "train.py")) as file:
+            self.assertEqual(file.read(), "keep me")
+
+    @parameterized.named_parameters(
+        ("empty", "", False),
+        ("dot", ".", False),
+        ("parent", "..", False),
+        ("grandparent", "../..", False),
+        ("dot_in_an_earlier_export", ".", True),
+    )
+    def test_the_working_directory_and_its_parents_are_refused(
+        self, path, cwd_is_an_export
+    ):
+        model = _multilevel(num_levels=2)
+        root = tempfile.mkdtemp(dir=self.get_temp_dir())
+        cwd = os.path.join(root, "project", "run")
+        if cwd_is_an_export:
+            model.export(cwd, verbose=False)
+        else:
+            os.makedirs(cwd)
+            with open(os.path.join(cwd, "notes.txt"), "w") as file:
+                file.write("keep me")
+        before = _listing(cwd)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(cwd)
+        with self.assertRaisesRegex(ValueError, "current working directory"):
+            model.export(path, verbose=False)
+        self.assertEqual(_listing(root), ["project"])
+        self.assertEqual(_listing(os.path.join(root, "project")), ["run"])
+        self.assertEqual(_listing(cwd), before)
 
     def test_remote_paths_are_rejected(self):
         with self.assertRaisesRegex(ValueError, "local directories"):

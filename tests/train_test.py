@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import flags
 from absl.testing import flagsaver
+from absl.testing import parameterized
 
 from keras_mlres import reporting
 from keras_mlres import train
@@ -137,7 +138,7 @@ class TrainJobTest(tf.test.TestCase):
         self.assertFalse(os.path.exists(os.path.join(tmp, "o")))
 
 
-class MainTest(tf.test.TestCase):
+class MainTest(tf.test.TestCase, parameterized.TestCase):
     """`main` in this process, with flags set by `flagsaver`."""
 
     def _main_error(self, **flag_values):
@@ -153,8 +154,43 @@ class MainTest(tf.test.TestCase):
 
     def test_unknown_dataset_config(self):
         message = self._main_error(dataset="spiral/7")
-        self.assertStartsWith(message, "Error: ")
-        self.assertIn("BuilderConfig 7 not found", message)
+        self.assertStartsWith(
+            message, "Error: The local data set 'spiral' has no config '7'"
+        )
+        self.assertIn("'spiral/2', 'spiral/3', 'spiral/5'", message)
+
+    @parameterized.named_parameters(
+        ("is_a_file", ()), ("is_under_a_file", ("run",))
+    )
+    def test_output_dir_at_a_file_fails_before_training(self, below):
+        path = os.path.join(_tempdir(self), "results.txt")
+        with open(path, "w") as file:
+            file.write("keep me")
+        output_dir = os.path.join(path, *below)
+        with mock.patch.object(train, "_fit") as fit:
+            message = self._main_error(
+                dataset="spiral", blocks=4, levels=2, output_dir=output_dir
+            )
+        fit.assert_not_called()
+        self.assertStartsWith(
+            message, f"Error: Cannot create --output_dir={output_dir!r}"
+        )
+        with open(path) as file:
+            self.assertEqual(file.read(), "keep me")
+
+    def test_batch_size_above_the_training_split_fails_before_training(self):
+        output_dir = os.path.join(_tempdir(self), "out")
+        message = self._main_error(
+            dataset="spiral", blocks=4, levels=2, batch_size=100_000,
+            output_dir=output_dir,
+        )
+        self.assertStartsWith(
+            message,
+            "Error: --batch_size=100000 is larger than the training split of "
+            "'spiral' (20000 examples)",
+        )
+        self.assertIn("Pass a smaller --batch_size", message)
+        self.assertFalse(os.path.exists(output_dir))
 
     def test_unexpected_arguments(self):
         with self.assertRaises(SystemExit) as raised:

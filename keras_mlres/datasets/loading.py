@@ -153,8 +153,9 @@ def load(
 
     Raises:
         ValueError: If `name` is neither a local nor a TFDS catalog data
-            set (the message lists the local ones), or an argument is
-            invalid.
+            set (the message lists the local ones), names a config that a
+            local data set does not have (the message lists its configs), or
+            an argument is invalid.
         DatasetNotAvailableError: If a TFDS catalog data set is not prepared
             in `data_dir` and cannot be downloaded.
 
@@ -235,21 +236,22 @@ def load(
 
 
 def _parse_name(name):
+    """Returns the `DatasetName` and the builder kwargs (`config`, ...)."""
     try:
-        dataset_name, _ = naming.parse_builder_name_kwargs(name)
+        return naming.parse_builder_name_kwargs(name)
     except Exception as error:  # tfds raises ValueError/AssertionError.
         raise ValueError(
             f"Invalid data set name {name!r}: {error}. "
             f"Local data sets: {_LOCAL_DESCRIPTION}."
         ) from None
-    return dataset_name
 
 
 def _is_local(name):
     if not isinstance(name, str):
         raise ValueError(f"name must be a string, got {name!r}.")
-    dataset_name = _parse_name(name)
+    dataset_name, builder_kwargs = _parse_name(name)
     if dataset_name.namespace is None and dataset_name.name in LOCAL_DATASETS:
+        _check_local_config(dataset_name.name, builder_kwargs.get("config"))
         return True
     if dataset_name.namespace is None and dataset_name.name not in set(
         tfds.list_builders(with_community_datasets=False)
@@ -261,6 +263,26 @@ def _is_local(name):
             "prepared in data_dir or downloadable."
         )
     return False
+
+
+def _check_local_config(dataset, config):
+    """Raises ValueError unless `config` (or None) is a config of `dataset`.
+
+    tfds's own error for an unknown config lists none of the valid ones for
+    these builders ("... closely match:" and nothing).
+    """
+    builder_cls = tfds.builder_cls(dataset)
+    configs = [
+        builder_config.name for builder_config in builder_cls.BUILDER_CONFIGS
+    ]
+    if config is not None and config not in configs:
+        raise ValueError(
+            f"The local data set {dataset!r} has no config {config!r}. Pass "
+            "one of its configs: "
+            + ", ".join(f"'{dataset}/{name}'" for name in configs)
+            + f" (or {dataset!r} for "
+            f"'{dataset}/{builder_cls.DEFAULT_BUILDER_CONFIG_NAME}')."
+        )
 
 
 def _load_local(name, splits, data_dir):
@@ -316,7 +338,7 @@ def _load_catalog(name, splits, data_dir, download):
 
 
 def _not_available_message(name, root, reason):
-    folder = _parse_name(name).name
+    folder = _parse_name(name)[0].name
     return (
         f"The data set {name!r} is not prepared in data_dir {root!r} and "
         f"cannot be downloaded here ({reason}).\n"

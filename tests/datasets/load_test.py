@@ -217,6 +217,21 @@ class LoadLocalTest(parameterized.TestCase, tf.test.TestCase):
         self.assertIn(name, str(caught.exception))
 
     @parameterized.named_parameters(
+        ("spiral", "spiral/7", "'spiral/2', 'spiral/3', 'spiral/5'"),
+        ("spiral_with_version", "spiral/7:1.0.0", "'spiral/3'"),
+        ("peaks", "peaks/small", "'peaks/default'"),
+        ("shapes", "shapes/64", "'shapes/28', 'shapes/32'"),
+    )
+    def test_unknown_config_of_a_local_data_set_lists_its_configs(
+        self, name, configs
+    ):
+        data_dir = _tempdir(self)
+        with self.assertRaisesRegex(ValueError, "has no config") as caught:
+            mlres_datasets.load(name, data_dir=data_dir)
+        self.assertIn(configs, str(caught.exception))
+        self.assertEmpty(os.listdir(data_dir))  # nothing generated
+
+    @parameterized.named_parameters(
         ("zero_batch", dict(batch_size=0)),
         ("no_split", dict(split=())),
     )
