@@ -1,5 +1,18 @@
 """Argument checks shared by the modules: clear errors that name the fix."""
 
+import numbers
+
+
+def is_integer(value):
+    """Whether `value` is an integer of any integral type, numpy's too.
+
+    A bool is not: `True` where a count belongs is a mistake, not 1.
+
+    Args:
+        value: The received value.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
 
 def check_choice(argument, value, allowed):
     """Raises ValueError unless `value` is one of `allowed`.
@@ -25,10 +38,14 @@ def check_count(argument, value, minimum=0, hint=""):
         value: The received value.
         minimum: The smallest allowed value.
         hint: Optional explanation inserted after the requirement.
+
+    Returns:
+        `value` as an `int`, for configs to hold plain ints.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_integer(value) or value < minimum:
         hint = f" ({hint})" if hint else ""
         raise ValueError(
             f"`{argument}` must be an integer >= {minimum}{hint}. "
             f"Received: {argument}={value!r}"
         )
+    return int(value)

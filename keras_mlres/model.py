@@ -1,5 +1,6 @@
 """`MultilevelModel`: MG/OPT training of a residual network behind `fit`."""
 
+import inspect
 import math
 import warnings
 
@@ -82,8 +83,10 @@ class MultilevelModel(keras.Model):
     of the batch, with gradients all-reduced on every level. A coarse level
     whose loss or correction is not finite has its correction rejected and
     is counted in the `level_l_diverged` log; the fine weights stay finite.
-    `compile` and `fit` check their arguments and the training data before
-    anything changes (see README.md, "Errors").
+    `compile` and `fit` check their arguments and the training and
+    validation data before anything changes (see README.md, "Errors").
+    Mixed precision is supported with the "mixed_bfloat16" policy, not with
+    "mixed_float16", whose loss scaling the cycle does not do.
 
     Args:
         model: A built Sequential or functional `keras.Model` with
@@ -181,13 +184,19 @@ class MultilevelModel(keras.Model):
         if isinstance(model, dict):
             model = keras.saving.deserialize_keras_object(model)
         check_choice("cycle", cycle, cycles.CYCLES)
-        check_count("pre_smoothing", pre_smoothing)
-        check_count("post_smoothing", post_smoothing)
-        check_count("coarse_steps", coarse_steps)
-        check_count("max_backtracking", max_backtracking, minimum=1)
-        check_count("level_patience", level_patience, minimum=1)
+        pre_smoothing = check_count("pre_smoothing", pre_smoothing)
+        post_smoothing = check_count("post_smoothing", post_smoothing)
+        coarse_steps = check_count("coarse_steps", coarse_steps)
+        max_backtracking = check_count(
+            "max_backtracking", max_backtracking, minimum=1
+        )
+        level_patience = check_count(
+            "level_patience", level_patience, minimum=1
+        )
         if max_level_epochs is not None:
-            check_count("max_level_epochs", max_level_epochs, minimum=1)
+            max_level_epochs = check_count(
+                "max_level_epochs", max_level_epochs, minimum=1
+            )
         _check_learning_rate_scale(coarse_learning_rate_scale)
         check_choice(
             "coarse_optimizer_state",
@@ -212,12 +221,10 @@ class MultilevelModel(keras.Model):
                 "never be used. Set nested_iteration=True, choose a cycle "
                 "('V', 'W', 'F'), or use num_levels=1."
             )
-        if num_levels == 1 and pre_smoothing + post_smoothing == 0:
-            raise ValueError(
-                "With num_levels=1 the cycle is pre_smoothing + "
-                "post_smoothing optimizer steps; both are 0, so training "
-                "would do nothing. Set pre_smoothing=1."
-            )
+        _check_cycle_takes_steps(
+            num_levels, cycle, pre_smoothing, post_smoothing, coarse_steps,
+            nested_iteration,
+        )
         self.fine = model
         self.hierarchy = Hierarchy(
             model,
@@ -226,7 +233,7 @@ class MultilevelModel(keras.Model):
             interpolation=interpolation,
             restriction=restriction,
         )
-        self.num_levels = num_levels
+        self.num_levels = int(num_levels)  # Hierarchy checked it
         self.cycle = cycle
         self.pre_smoothing = pre_smoothing
         self.post_smoothing = post_smoothing
@@ -340,6 +347,11 @@ class MultilevelModel(keras.Model):
     def compile(self, optimizer="rmsprop", *args, level_optimizers=None, **kwargs):
         """Configures training, as `keras.Model.compile`.
 
+        Everything that could fail is checked first: a `ValueError` (see
+        README.md, "Errors") leaves the model as it was, compiled or not.
+        Loss scaling is not supported: under the "mixed_float16" dtype
+        policy use "mixed_bfloat16" instead.
+
         Args:
             optimizer: The fine level's optimizer.
             *args: Passed to `keras.Model.compile`.
@@ -349,12 +361,33 @@ class MultilevelModel(keras.Model):
             **kwargs: Passed to `keras.Model.compile` (`loss`, `metrics`,
                 `jit_compile`, ...).
         """
+        try:
+            arguments = inspect.signature(super().compile).bind(
+                optimizer, *args, **kwargs
+            )
+        except TypeError as error:  # e.g. a misspelt keyword
+            raise TypeError(f"compile() {error}") from None
+        arguments.apply_defaults()
+        arguments = arguments.arguments
         optimizer = _validation.check_optimizer(optimizer)
-        _validation.check_loss(kwargs.get("loss"))
-        _validation.warn_if_loss_expects_probabilities(
-            kwargs.get("loss"), self.fine
+        if arguments["auto_scale_loss"]:
+            _validation.check_dtype_policy(self)
+        _validation.check_loss(arguments["loss"], arguments["loss_weights"])
+        _validation.check_metrics(
+            arguments["metrics"], arguments["weighted_metrics"]
         )
         level_optimizers = self._coarse_optimizers(optimizer, level_optimizers)
+        for level, (model, level_optimizer) in enumerate(
+            zip(self.hierarchy.models, [optimizer] + level_optimizers)
+        ):
+            _validation.check_optimizer_variables(
+                level_optimizer,
+                model.trainable_variables,
+                f"level_optimizers[{level - 1}]" if level else "optimizer",
+            )
+        _validation.warn_if_loss_expects_probabilities(
+            arguments["loss"], self.fine
+        )
         super().compile(optimizer, *args, **kwargs)
         self.level_optimizers = level_optimizers
         self._mgopt = self._build_mgopt()
@@ -578,13 +611,23 @@ class MultilevelModel(keras.Model):
         the coarsest up (see the class docstring); the `level` log says which
         level each epoch trained.
 
-        Before anything changes, the training data is checked against the
-        fine network (input shapes and dtypes, an empty data set, sparse
-        labels outside the classifier's classes); a problem raises a
-        `ValueError` that names it and the fix.
+        Before anything changes, the training and validation data are
+        checked against the fine network (input shapes and dtypes, an empty
+        data set, NaN or Inf inputs, sparse labels that are not class indices
+        of the classifier); a problem raises a `ValueError` that names it and
+        the fix.
         """
         if self.compiled:
-            _validation.check_training_data(self.fine, self.loss, x, y)
+            _validation.check_data(self.fine, self.loss, x, y)
+            # Not positional: it comes after `callbacks`, a keyword here.
+            validation_data = kwargs.get("validation_data")
+            if validation_data is not None:
+                val_x, val_y, _ = keras.utils.unpack_x_y_sample_weight(
+                    validation_data
+                )
+                _validation.check_data(
+                    self.fine, self.loss, val_x, val_y, purpose="validation"
+                )
         if self.active_level > 0:
             callbacks = [_NestedIteration(self)] + list(callbacks or [])
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
@@ -631,6 +674,42 @@ class MultilevelModel(keras.Model):
         self.active_level -= 1
         self.nested_schedule.assign([self.active_level, 0, 0])
         self.make_train_function(force=True)
+
+
+def _check_cycle_takes_steps(
+    num_levels, cycle, pre_smoothing, post_smoothing, coarse_steps,
+    nested_iteration,
+):
+    """Rejects settings under which a batch takes no optimizer step.
+
+    Smoothing is the only step on a level that runs the cycle alone (one
+    level, `cycle="none"`, or the coarsest level where nested iteration
+    starts); otherwise a cycle also steps on the coarsest level, and without
+    any step there its coarse correction is zero.
+    """
+    if pre_smoothing + post_smoothing:
+        return
+    only_smoothing = (
+        "takes only the pre_smoothing + post_smoothing optimizer steps, and "
+        "both are 0, so training"
+    )
+    if num_levels == 1 or cycle == "none":
+        setting = "num_levels=1" if num_levels == 1 else "cycle='none'"
+        problem = f"With {setting} each batch {only_smoothing} would do nothing"
+    elif not coarse_steps:
+        problem = (
+            "pre_smoothing, post_smoothing and coarse_steps are all 0: no "
+            "level of the cycle takes an optimizer step, so training would "
+            "do nothing"
+        )
+    elif nested_iteration:
+        problem = (
+            "Nested iteration starts on the coarsest level, where each batch "
+            f"{only_smoothing} there would do nothing"
+        )
+    else:
+        return
+    raise ValueError(f"{problem}. Set pre_smoothing=1.")
 
 
 def _check_learning_rate_scale(scale):

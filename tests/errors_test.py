@@ -5,8 +5,10 @@ ValueError containing the documented text, and the model (weights, optimizer
 state, compile settings) must be unchanged afterwards.
 """
 
+import os
 import pathlib
 import re
+import tempfile
 
 import keras
 import numpy as np
@@ -59,6 +61,21 @@ def _nested_stage_model():
     )
 
 
+def _mixed_float16_model():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return mlres.MultilevelModel(_fine(), num_levels=2)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _optimizer_built_elsewhere():
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(_fine().trainable_variables)
+    return optimizer
+
+
 # Each trigger takes a compiled two-level model and performs the bad call,
 # grouped by the call that must raise.
 _FIT_TRIGGERS = {
@@ -78,6 +95,16 @@ _FIT_TRIGGERS = {
         tf.data.Dataset.from_tensor_slices(_data()).filter(
             lambda x, y: y > 10
         ).batch(4),
+        verbose=0,
+    ),
+    "NaN or Inf inputs": lambda m: m.fit(
+        np.full((16, 2), np.nan, "float32"), _data()[1], verbose=0
+    ),
+    "sparse labels that are not whole numbers (NaN, 1.5)": lambda m: m.fit(
+        _data()[0], np.full(16, 1.5), verbose=0
+    ),
+    "validation data that does not match the fine network": lambda m: m.fit(
+        *_data(), validation_data=(np.zeros((8, 3), "float32"), _data(8)[1]),
         verbose=0,
     ),
 }
@@ -100,6 +127,16 @@ _CONSTRUCTOR_TRIGGERS = {
     "one level and no smoothing steps": lambda m: mlres.MultilevelModel(
         _fine(), num_levels=1, pre_smoothing=0, post_smoothing=0
     ),
+    "no smoothing steps and `coarse_steps=0`": lambda m: (
+        mlres.MultilevelModel(
+            _fine(), pre_smoothing=0, post_smoothing=0, coarse_steps=0
+        )
+    ),
+    "nested iteration with a cycle but no smoothing steps": lambda m: (
+        mlres.MultilevelModel(
+            _fine(), pre_smoothing=0, post_smoothing=0, nested_iteration=True
+        )
+    ),
     "an unknown cycle": lambda m: mlres.MultilevelModel(_fine(), cycle="X"),
     "a coarse learning-rate scale other than `'dt'` or a positive number": (
         lambda m: mlres.MultilevelModel(
@@ -110,6 +147,16 @@ _CONSTRUCTOR_TRIGGERS = {
 _COMPILE_TRIGGERS = {
     "a loss given by an unknown name": lambda m: m.compile(
         "sgd", loss="crossentropyy"
+    ),
+    "no loss": lambda m: m.compile("sgd"),
+    "`loss_weights` of a type Keras refuses": lambda m: m.compile(
+        "sgd", loss=_LOSS, loss_weights=2
+    ),
+    "a metric given by an unknown name": lambda m: m.compile(
+        "sgd", loss=_LOSS, metrics=["acurracy"]
+    ),
+    "metrics not in a list or dict": lambda m: m.compile(
+        "sgd", loss=_LOSS, metrics="accuracy"
     ),
     "an optimizer given by an unknown name": lambda m: m.compile(
         "adamm", loss=_LOSS
@@ -128,12 +175,56 @@ _COMPILE_TRIGGERS = {
             keras.optimizers.SGD(learning_rate=lambda: 0.01), loss=_LOSS
         )
     ),
+    "an optimizer already built on other variables": lambda m: m.compile(
+        _optimizer_built_elsewhere(), loss=_LOSS
+    ),
+    'the `"mixed_float16"` dtype policy (use `"mixed_bfloat16"`)': lambda m: (
+        _mixed_float16_model().compile("sgd", loss=_LOSS)
+    ),
+    "a `LossScaleOptimizer`, or an optimizer with `loss_scale_factor`": (
+        lambda m: m.compile(
+            keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()),
+            loss=_LOSS,
+        )
+    ),
 }
-_TRIGGERS = {**_FIT_TRIGGERS, **_CONSTRUCTOR_TRIGGERS, **_COMPILE_TRIGGERS}
+
+
+def _export_to_the_working_directory(model):
+    # From a temporary working directory, so that a regression cannot
+    # replace the repository.
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory() as directory:
+        os.chdir(directory)
+        try:
+            model.export(".", verbose=False)
+        finally:
+            os.chdir(previous)
+
+
+_EXPORT_TRIGGERS = {
+    "the working directory or one of its parents as the export path": (
+        _export_to_the_working_directory
+    ),
+}
+_DATASET_TRIGGERS = {
+    "a config that a local data set does not have": (
+        lambda m: mlres.datasets.load("spiral/7")
+    ),
+}
+_TRIGGERS = {
+    **_FIT_TRIGGERS,
+    **_CONSTRUCTOR_TRIGGERS,
+    **_COMPILE_TRIGGERS,
+    **_EXPORT_TRIGGERS,
+    **_DATASET_TRIGGERS,
+}
 _RAISED_BY = {
     **{case: "fit" for case in _FIT_TRIGGERS},
     **{case: "MultilevelModel" for case in _CONSTRUCTOR_TRIGGERS},
     **{case: "compile" for case in _COMPILE_TRIGGERS},
+    **{case: "export" for case in _EXPORT_TRIGGERS},
+    **{case: "datasets.load" for case in _DATASET_TRIGGERS},
 }
 
 

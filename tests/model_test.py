@@ -768,10 +768,38 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
             dict(num_levels=1, pre_smoothing=0, post_smoothing=0),
             "pre_smoothing",
         ),
+        (
+            "no_step_on_any_level",
+            dict(pre_smoothing=0, post_smoothing=0, coarse_steps=0),
+            "coarse_steps are all 0.*training would do nothing",
+        ),
+        (
+            "nested_iteration_without_steps_on_the_coarsest_level",
+            dict(pre_smoothing=0, post_smoothing=0, nested_iteration=True),
+            "starts on the coarsest level.*would do nothing",
+        ),
+        (
+            "warm_starts_without_steps",
+            dict(
+                cycle="none", nested_iteration=True, pre_smoothing=0,
+                post_smoothing=0,
+            ),
+            "cycle='none'.*training would do nothing",
+        ),
     )
     def test_constructor_rejects(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):
             mlres.MultilevelModel(_fine(), **kwargs)
+
+    def test_numpy_integers_count_as_integers(self):
+        counts = dict(
+            num_levels=np.int64(2), pre_smoothing=np.int64(1),
+            coarse_steps=np.int32(2), level_patience=np.int64(1),
+        )
+        config = mlres.MultilevelModel(_fine(), **counts).get_config()
+        for name, value in counts.items():
+            self.assertIs(type(config[name]), int, msg=name)
+            self.assertEqual(config[name], value, msg=name)
 
     def test_level_optimizers_of_wrong_length(self):
         model = mlres.MultilevelModel(_fine(), num_levels=3)
@@ -780,22 +808,41 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(
         ("snake_case", "sparse_categorical_crossentropy",
-         "SparseCategoricalCrossentropy"),
+         "'sparse_categorical_crossentropy'", "SparseCategoricalCrossentropy"),
         ("class_name", "SparseCategoricalCrossentropy",
+         "'SparseCategoricalCrossentropy'", "SparseCategoricalCrossentropy"),
+        ("binary", "binary_crossentropy", "'binary_crossentropy'",
+         "BinaryCrossentropy"),
+        ("sparse_object", keras.losses.SparseCategoricalCrossentropy(),
+         r"SparseCategoricalCrossentropy\(\.\.\.\)",
          "SparseCategoricalCrossentropy"),
-        ("binary", "binary_crossentropy", "BinaryCrossentropy"),
+        ("categorical_object", keras.losses.CategoricalCrossentropy(),
+         r"CategoricalCrossentropy\(\.\.\.\)", "CategoricalCrossentropy"),
+        ("binary_object", keras.losses.BinaryCrossentropy(from_logits=False),
+         r"BinaryCrossentropy\(\.\.\.\)", "BinaryCrossentropy"),
+        ("class", keras.losses.SparseCategoricalCrossentropy,
+         "SparseCategoricalCrossentropy", "SparseCategoricalCrossentropy"),
+        ("function", keras.losses.sparse_categorical_crossentropy,
+         "sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"),
     )
-    def test_crossentropy_by_name_on_logits_warns(self, loss, loss_class):
+    def test_crossentropy_for_probabilities_on_logits_warns(
+        self, loss, given, loss_class
+    ):
         model = mlres.MultilevelModel(_fine(), num_levels=2)
         with self.assertWarnsRegex(
             UserWarning,
-            f"loss='{loss}' expects probabilities.*outputs logits.*"
+            f"loss={given} expects probabilities.*outputs logits.*"
             f"keras.losses.{loss_class}\\(from_logits=True\\)",
         ):
             model.compile("sgd", loss=loss)
 
     @parameterized.named_parameters(
-        ("loss_object", _fine, _LOSS),
+        ("loss_object_from_logits", _fine, _LOSS),
+        (
+            "binary_object_from_logits",
+            _fine,
+            keras.losses.BinaryCrossentropy(from_logits=True),
+        ),
         ("regression_loss", _fine, "mse"),
         (
             "softmax_output",
@@ -823,6 +870,207 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
                 optimizer=fine_optimizer,
                 level_optimizers=[fine_optimizer, keras.optimizers.SGD()],
             )
+
+
+def _built_optimizer(variables):
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(variables)
+    return optimizer
+
+
+class FailedCompileTest(tf.test.TestCase, parameterized.TestCase):
+    """A compile that raises leaves the model as it was (README, Errors)."""
+
+    @parameterized.named_parameters(
+        (
+            "fine_optimizer_built_elsewhere",
+            lambda: dict(
+                optimizer=_built_optimizer(_fine(seed=1).trainable_variables)
+            ),
+            "`optimizer` is already built on other variables",
+        ),
+        (
+            "coarse_optimizer_built_elsewhere",
+            lambda: dict(
+                level_optimizers=[
+                    _built_optimizer(_fine(seed=1).trainable_variables)
+                ]
+            ),
+            r"`level_optimizers\[0\]` is already built on other variables",
+        ),
+        (
+            "no_optimizer",
+            lambda: dict(optimizer=None),
+            "Unknown optimizer None",
+        ),
+        ("no_loss", lambda: dict(loss=None), "received no loss"),
+        ("loss_of_no_kind", lambda: dict(loss=42), "Unknown loss 42"),
+        (
+            "unknown_metric",
+            lambda: dict(metrics=["acurracy"]),
+            "Unknown metric 'acurracy' in `metrics`",
+        ),
+        (
+            "coarse_loss_scale_optimizer",
+            lambda: dict(
+                level_optimizers=[
+                    keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())
+                ]
+            ),
+            "does not support loss scaling.*level_optimizers.*mixed_bfloat16",
+        ),
+        (
+            "loss_scale_factor",
+            lambda: dict(optimizer=keras.optimizers.SGD(loss_scale_factor=8.0)),
+            "does not support loss scaling.*loss_scale_factor=8.0",
+        ),
+    )
+    def test_first_compile_raises_and_leaves_the_model_uncompiled(
+        self, make_arguments, message
+    ):
+        # An optimizer built elsewhere used to fail after Keras's compile had
+        # run: `compiled` was True, with no cycle for `fit` to call.
+        model = mlres.MultilevelModel(_fine(), num_levels=2)
+        arguments = dict(
+            dict(optimizer=keras.optimizers.SGD(0.1), loss=_LOSS),
+            **make_arguments(),
+        )
+        with self.assertRaisesRegex(ValueError, message):
+            model.compile(**arguments)
+        self.assertFalse(model.compiled)
+        self.assertIsNone(model._mgopt)
+
+    def test_positional_loss_is_checked(self):
+        model = mlres.MultilevelModel(_fine(), num_levels=2)
+        with self.assertRaisesRegex(ValueError, "Unknown loss 'crossentropyy'"):
+            model.compile("sgd", "crossentropyy")
+        self.assertFalse(model.compiled)
+
+    def test_mixed_float16_is_refused_before_the_optimizer_is_wrapped(self):
+        # Keras would wrap the optimizer in a LossScaleOptimizer, whose
+        # steps the cycle's unscaled gradients would make 2**15 too small.
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        self.addCleanup(keras.mixed_precision.set_global_policy, previous)
+        model = mlres.MultilevelModel(_fine(), num_levels=2)
+        with self.assertRaisesRegex(
+            ValueError,
+            "does not support loss scaling, but the dtype policy is "
+            "'mixed_float16'.*set_global_policy\\('mixed_bfloat16'\\)",
+        ):
+            _compiled(model)
+        self.assertFalse(model.compiled)
+
+
+def _data_check_case(
+    name, message, make_fit_arguments, jit_compile=False, **model_kwargs
+):
+    return dict(
+        testcase_name=name,
+        message=message,
+        make_fit_arguments=make_fit_arguments,
+        jit_compile=jit_compile,
+        model_kwargs=model_kwargs,
+    )
+
+
+class DataCheckTest(tf.test.TestCase, parameterized.TestCase):
+    """`fit` checks training and validation data before training."""
+
+    @parameterized.named_parameters(
+        _data_check_case(
+            "validation_input_shape",
+            "The validation inputs have shape \\(8, 3\\)",
+            lambda x, y: dict(
+                validation_data=(np.zeros((8, 3), "float32"), y[:8])
+            ),
+        ),
+        _data_check_case(
+            "validation_labels",
+            "the validation labels range over \\[3, 3\\]",
+            lambda x, y: dict(validation_data=(x[:8], np.full(8, 3))),
+        ),
+        # Under XLA the bad labels would give a NaN val_loss without an
+        # error, and nested iteration would move finer after every epoch.
+        _data_check_case(
+            "validation_labels_under_xla_and_nested_iteration",
+            "the validation labels range over \\[7, 7\\]",
+            lambda x, y: dict(
+                validation_data=[x[:8], np.full(8, 7), np.ones(8)]
+            ),
+            nested_iteration=True, cycle="none", jit_compile=True,
+        ),
+        _data_check_case(
+            "validation_dataset_labels",
+            "the validation labels range over \\[-1, -1\\]",
+            lambda x, y: dict(
+                validation_data=tf.data.Dataset.from_tensor_slices(
+                    (x[:8], np.full(8, -1))
+                ).batch(4)
+            ),
+        ),
+        _data_check_case(
+            "empty_validation_dataset",
+            "The validation data is empty",
+            lambda x, y: dict(
+                validation_data=tf.data.Dataset.from_tensor_slices(
+                    (x, y)
+                ).batch(4).filter(lambda x, y: False)
+            ),
+        ),
+        _data_check_case(
+            "nan_validation_inputs",
+            "The validation inputs contain NaN or Inf",
+            lambda x, y: dict(
+                validation_data=(np.full((8, 2), np.nan, "float32"), y[:8])
+            ),
+        ),
+        _data_check_case(
+            "nan_labels",
+            "the training labels include nan, which is not a class index",
+            lambda x, y: dict(y=np.where(y == 1, np.nan, y)),
+        ),
+        _data_check_case(
+            "fractional_labels",
+            "the training labels include [0-9]\\.5, which is not a class "
+            "index",
+            lambda x, y: dict(y=y + 0.5),
+        ),
+        _data_check_case(
+            "inf_inputs",
+            "The training inputs contain NaN or Inf",
+            lambda x, y: dict(x=np.where(x > 0.5, np.inf, x)),
+        ),
+        _data_check_case(
+            "nan_inputs_in_a_dataset",
+            "The training inputs contain NaN or Inf",
+            lambda x, y: dict(
+                x=tf.data.Dataset.from_tensor_slices(
+                    (np.full_like(x, np.nan), y)
+                ).batch(8),
+                y=None,
+                batch_size=None,
+            ),
+        ),
+    )
+    def test_fit_rejects_before_training(
+        self, message, make_fit_arguments, jit_compile, model_kwargs
+    ):
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(num_blocks=4, width=4), num_levels=2, **model_kwargs
+            ),
+            jit_compile=jit_compile,
+        )
+        x, y = _spiral(16, seed=0)
+        before = [np.array(v) for v in model.weights]
+        arguments = dict(x=x, y=y, batch_size=8)
+        arguments.update(make_fit_arguments(x, y))
+        with self.assertRaisesRegex(ValueError, message):
+            model.fit(**arguments, epochs=2, verbose=0)
+        for variable, expected in zip(model.weights, before):
+            self.assertAllEqual(variable, expected)
+        self.assertEqual(int(model.optimizer.iterations), 0)
 
 
 if __name__ == "__main__":

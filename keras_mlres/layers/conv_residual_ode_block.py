@@ -6,6 +6,7 @@ from keras import ops
 from tensorflow.python.ops import control_flow_util
 
 from keras_mlres._checks import check_choice
+from keras_mlres._checks import is_integer
 from keras_mlres.layers.affine_ode_block import AffineODEBlock
 from keras_mlres.layers.ode_block import WeightSpec
 
@@ -14,12 +15,11 @@ NORMALIZATIONS = (None, "batch")
 
 def _kernel_size_pair(kernel_size):
     """Returns `kernel_size` as a pair of odd positive ints, or raises."""
-    pair = (kernel_size, kernel_size) if isinstance(kernel_size, int) else (
+    pair = (kernel_size, kernel_size) if is_integer(kernel_size) else (
         tuple(kernel_size) if isinstance(kernel_size, (list, tuple)) else ()
     )
     if len(pair) != 2 or not all(
-        isinstance(k, int) and not isinstance(k, bool) and k > 0 and k % 2
-        for k in pair
+        is_integer(k) and k > 0 and k % 2 for k in pair
     ):
         raise ValueError(
             "`kernel_size` must be an odd positive integer or a pair of them "
@@ -27,7 +27,7 @@ def _kernel_size_pair(kernel_size):
             "padding, which is symmetric only for odd sizes), e.g. 3 or "
             f"(3, 5). Received: kernel_size={kernel_size!r}"
         )
-    return pair
+    return tuple(int(k) for k in pair)
 
 
 def _in_xla_context():
@@ -151,13 +151,12 @@ class ConvResidualODEBlock(AffineODEBlock):
         bias_constraint=None,
         **kwargs,
     ):
-        if isinstance(filters, bool) or not isinstance(filters, int) or (
-            filters < 1
-        ):
+        if not is_integer(filters) or filters < 1:
             raise ValueError(
                 "`filters` must be a positive integer. "
                 f"Received: filters={filters!r}"
             )
+        filters = int(filters)
         check_choice("normalization", normalization, NORMALIZATIONS)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(

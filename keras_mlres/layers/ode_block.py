@@ -1,6 +1,7 @@
 """Base class of residual ODE blocks: one forward-Euler step per block."""
 
 import dataclasses
+import math
 from typing import Any, Optional, Tuple
 
 import keras
@@ -66,10 +67,11 @@ class ODEBlock(keras.layers.Layer):
     def __init__(self, dt=1.0, **kwargs):
         super().__init__(**kwargs)
         dt = float(dt)
-        if not dt > 0.0:
+        if not 0.0 < dt < math.inf:
             raise ValueError(
-                f"`dt` must be a positive float. Received: dt={dt}. Pass the "
-                "time step of the block, e.g. time_horizon / num_blocks."
+                f"`dt` must be a positive finite float. Received: dt={dt}. "
+                "Pass the time step of the block, e.g. time_horizon / "
+                "num_blocks."
             )
         self.dt = dt
 

@@ -1,9 +1,12 @@
 """A residual stage: K forward-Euler blocks with weights stacked over time."""
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_mlres._checks import is_integer
 from keras_mlres.layers.ode_block import ODEBlock
 
 
@@ -128,25 +131,26 @@ class ODEStack(keras.layers.Layer):
                 "`block` must be an ODEBlock such as ResidualODEBlock. "
                 f"Received: block={block!r}"
             )
-        if not isinstance(num_blocks, int) or num_blocks < 1:
+        if not is_integer(num_blocks) or num_blocks < 1:
             raise ValueError(
                 "`num_blocks` must be a positive integer. "
                 f"Received: num_blocks={num_blocks!r}"
             )
         time_horizon = float(time_horizon)
-        if not time_horizon > 0.0:
+        if not 0.0 < time_horizon < math.inf:
             raise ValueError(
-                "`time_horizon` must be a positive float. "
+                "`time_horizon` must be a positive finite float. "
                 f"Received: time_horizon={time_horizon}"
             )
-        if smoothness_penalty < 0:
+        smoothness_penalty = float(smoothness_penalty)
+        if not 0.0 <= smoothness_penalty < math.inf:
             raise ValueError(
-                "`smoothness_penalty` must be >= 0. "
+                "`smoothness_penalty` must be a finite float >= 0. "
                 f"Received: smoothness_penalty={smoothness_penalty}"
             )
-        self.num_blocks = num_blocks
+        self.num_blocks = int(num_blocks)
         self.time_horizon = time_horizon
-        self.smoothness_penalty = float(smoothness_penalty)
+        self.smoothness_penalty = smoothness_penalty
         self.block = block.with_dt(self.dt)
 
     @property
@@ -204,11 +208,12 @@ class ODEStack(keras.layers.Layer):
         Raises:
             ValueError: If `factor` does not divide `num_blocks`.
         """
-        if not isinstance(factor, int) or factor < 2:
+        if not is_integer(factor) or factor < 2:
             raise ValueError(
                 "The coarsening factor must be an integer >= 2. "
                 f"Received: factor={factor!r}"
             )
+        factor = int(factor)
         if self.num_blocks % factor:
             raise ValueError(
                 f"ODEStack '{self.name}' has num_blocks={self.num_blocks}, "

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mlres._checks import is_integer
 from keras_mlres.layers.affine_ode_block import AffineODEBlock
 
 
@@ -59,10 +60,11 @@ class ResidualODEBlock(AffineODEBlock):
         bias_constraint=None,
         **kwargs,
     ):
-        if not isinstance(units, int) or units < 1:
+        if not is_integer(units) or units < 1:
             raise ValueError(
-                f"`units` must be a positive integer. Received: units={units}"
+                f"`units` must be a positive integer. Received: units={units!r}"
             )
+        units = int(units)
         super().__init__(
             units,
             activation,

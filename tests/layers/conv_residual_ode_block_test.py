@@ -273,6 +273,12 @@ class ConvResidualODEBlockTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIsInstance(deserialized, ConvResidualODEBlock)
         self.assertEqual(deserialized.get_config(), config)
 
+    def test_numpy_integers_count_as_integers(self):
+        block = ConvResidualODEBlock(np.int64(4), kernel_size=np.int32(3))
+        self.assertIs(type(block.filters), int)
+        self.assertEqual(block.kernel_size, (3, 3))
+        self.assertIs(type(block.kernel_size[0]), int)
+
     def test_use_bias_defaults_to_no_bias_with_batch_norm(self):
         self.assertTrue(ConvResidualODEBlock(4).use_bias)
         self.assertFalse(ConvResidualODEBlock(4, normalization="batch").use_bias)

@@ -177,6 +177,10 @@ class ODEStackTest(tf.test.TestCase, parameterized.TestCase):
         ("zero_horizon", {"time_horizon": 0.0}, "time_horizon"),
         ("negative_horizon", {"time_horizon": -1.0}, "time_horizon"),
         ("negative_penalty", {"smoothness_penalty": -0.1}, "smoothness_penalty"),
+        ("bool_blocks", {"num_blocks": True}, "num_blocks"),
+        ("infinite_horizon", {"time_horizon": float("inf")}, "time_horizon"),
+        ("nan_penalty", {"smoothness_penalty": float("nan")}, "smoothness"),
+        ("inf_penalty", {"smoothness_penalty": float("inf")}, "smoothness"),
     )
     def test_bad_arguments_raise(self, overrides, message):
         kwargs = {"block": ResidualODEBlock(3), "num_blocks": 4}
@@ -305,6 +309,12 @@ class ODEStackTest(tf.test.TestCase, parameterized.TestCase):
             tuple(coarse.stacked_weights["kernel1"].shape),
             (num_blocks // factor, 4, 4),
         )
+
+    def test_numpy_integers_count_as_integers(self):
+        stack = ODEStack(ResidualODEBlock(4), num_blocks=np.int32(8))
+        coarse = stack.coarsened(np.int64(4))
+        self.assertIs(type(stack.num_blocks), int)
+        self.assertEqual((stack.num_blocks, coarse.num_blocks), (8, 2))
 
     def test_coarsened_default_factor_is_two(self):
         stack = ODEStack(ResidualODEBlock(4), 8, 2.0)

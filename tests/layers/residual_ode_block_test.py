@@ -171,18 +171,26 @@ class ResidualODEBlockTest(tf.test.TestCase, parameterized.TestCase):
             block(np.ones((2, 3), dtype="float32"))
 
     @parameterized.named_parameters(
-        ("zero", 0.0), ("negative", -0.1), ("nan", float("nan"))
+        ("zero", 0.0),
+        ("negative", -0.1),
+        ("nan", float("nan")),
+        ("infinite", float("inf")),
     )
-    def test_non_positive_dt_raises(self, dt):
+    def test_bad_dt_raises(self, dt):
         with self.assertRaisesRegex(ValueError, r"`dt` must be a positive"):
             ResidualODEBlock(4, dt=dt)
 
     @parameterized.named_parameters(
-        ("zero", 0), ("float", 2.5), ("negative", -3)
+        ("zero", 0), ("float", 2.5), ("negative", -3), ("bool", True)
     )
     def test_bad_units_raise(self, units):
         with self.assertRaisesRegex(ValueError, r"`units` must be a positive"):
             ResidualODEBlock(units)
+
+    def test_numpy_integer_units(self):
+        block = ResidualODEBlock(np.int64(4))
+        self.assertIs(type(block.units), int)
+        self.assertEqual(block.get_config()["units"], 4)
 
     def test_hidden_units_without_double_layer(self):
         # `hidden_units` is documented as the hidden width of the double-layer
