@@ -218,12 +218,13 @@ def build_optimizer(optimizer, variables):
     """Builds an optimizer on `variables` and returns its resettable state.
 
     Args:
-        optimizer: An unbuilt Keras optimizer.
+        optimizer: A Keras optimizer, unbuilt or built on `variables` (as
+            the optimizers of a model compiled again are).
         variables: The variables it will update.
 
     Returns:
-        The variables `build` created (slots such as momenta) and the
-        iteration counter; not the learning rate.
+        Its variables (slots such as momenta) and the iteration counter; not
+        the learning rate.
 
     Raises:
         ValueError: If the optimizer is already built on other variables.
@@ -235,10 +236,15 @@ def build_optimizer(optimizer, variables):
                 f"Optimizer '{optimizer.name}' is already built on other "
                 "variables. Give each level a fresh optimizer instance."
             )
-        return []
-    created_before = {id(v) for v in optimizer.variables}
-    optimizer.build(variables)
-    slots = [v for v in optimizer.variables if id(v) not in created_before]
+    else:
+        optimizer.build(variables)
+    # A float learning rate is a variable of the optimizer too.
+    learning_rate = getattr(optimizer, "_learning_rate", None)
+    slots = [
+        v
+        for v in optimizer.variables
+        if v is not optimizer.iterations and v is not learning_rate
+    ]
     return slots + [optimizer.iterations]
 
 

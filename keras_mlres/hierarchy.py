@@ -104,8 +104,9 @@ class Hierarchy:
         self._check_arguments(
             model, num_levels, coarsening_factor, interpolation, restriction
         )
-        self.num_levels = num_levels
-        self.coarsening_factor = coarsening_factor
+        # Plain ints (numpy's are accepted) for configs and JSON.
+        self.num_levels = int(num_levels)
+        self.coarsening_factor = int(coarsening_factor)
         self.interpolation = interpolation
         self.restriction = restriction
         self._models = [model]

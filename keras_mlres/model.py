@@ -130,9 +130,12 @@ class MultilevelModel(keras.Model):
             `max_level_epochs` epochs; each move prolongates the weights as
             the finer level's initial guess (full multigrid's nested
             iteration). On the active level each batch runs the cycle from
-            that level down. The fine network always holds the prolongated
-            weights of the active level, so validation, checkpoints and
-            `predict` see the fine network.
+            that level down. The active level's weights are prolongated
+            to the fine network before each validation pass, at each epoch
+            end and whenever the model is saved or exported (also from a
+            callback mid-epoch), so validation, checkpoints and `predict`
+            after `fit` see the fine network; after loading, the coarse
+            levels are restricted from the loaded fine network.
         level_patience: Epochs without improvement before moving finer.
         max_level_epochs: Optional limit of epochs per coarse level.
         nested_optimizer_state: How the optimizer of a level that nested
@@ -260,6 +263,12 @@ class MultilevelModel(keras.Model):
         )
         self.level_optimizers = None
         self._mgopt = None
+        # Where the weights of truth are, between syncs (see `_sync_levels`):
+        # a coarse active level that trained since the last prolongation is
+        # ahead of the fine network; a loaded fine network is ahead of the
+        # coarse levels, which still hold what was restricted at __init__.
+        self._fine_behind_active_level = False
+        self._coarse_levels_behind_fine = False
         self._level_loss_trackers = [
             keras.metrics.Mean(name=f"level_{level}_loss")
             for level in range(1, num_levels)
@@ -339,6 +348,7 @@ class MultilevelModel(keras.Model):
             level: The level to export; 0 (default) is the fine network.
             **kwargs: Passed to `keras.Model.export`.
         """
+        self._sync_levels()
         return export_lib.export_model(
             self, filepath, format=format, level=level, verbose=verbose,
             input_signature=input_signature, **kwargs,
@@ -498,10 +508,6 @@ class MultilevelModel(keras.Model):
             + self._divergence_trackers
         )
 
-    @property
-    def metrics(self):
-        return super().metrics + self._cycle_trackers
-
     def summary(self, *args, print_fn=None, **kwargs):
         """Prints the fine network's summary, then the levels of the cycle.
 
@@ -636,6 +642,50 @@ class MultilevelModel(keras.Model):
         """Prolongates the active level's weights up to the fine network."""
         for level in range(self.active_level, 0, -1):
             self.hierarchy.prolongate(level)
+        self._fine_behind_active_level = False
+
+    def _sync_levels(self):
+        """Makes every level's weights follow from the latest trained ones.
+
+        Called where the weights leave the model (saving, exporting) or
+        training starts: after steps on a coarse active level (also from a
+        callback mid-epoch, or after `fit` raised) the fine network is
+        brought up to date; after the fine network was loaded, the coarse
+        levels are restricted from it.
+        """
+        if self._fine_behind_active_level:
+            self.sync_fine_weights()
+        if self._coarse_levels_behind_fine:
+            for finer in range(self.num_levels - 1):
+                self.hierarchy.restrict(finer)
+                self.hierarchy.restrict_state(finer)
+            self._coarse_levels_behind_fine = False
+
+    def load_own_variables(self, store):
+        """Loads the model's own variables (`keras.Model` loading calls it).
+
+        Loading also overwrites the fine network, from which the coarse
+        levels are then restricted before they are used or exported.
+        """
+        super().load_own_variables(store)
+        self._fine_behind_active_level = False
+        self._coarse_levels_behind_fine = True
+
+    def save(self, filepath, *args, **kwargs):
+        """Saves the model, as `keras.Model.save`.
+
+        The file holds the fine network, so it is first brought up to date
+        with a coarse level that nested iteration is training (a checkpoint
+        taken mid-epoch, e.g. by `ModelCheckpoint(save_freq=...)`, would
+        otherwise hold the stage weights of the epoch's start).
+        """
+        self._sync_levels()
+        return super().save(filepath, *args, **kwargs)
+
+    def save_weights(self, filepath, *args, **kwargs):
+        """Saves the weights, as `keras.Model.save_weights` (see `save`)."""
+        self._sync_levels()
+        return super().save_weights(filepath, *args, **kwargs)
 
     def resume_schedule(self):
         """Continues nested iteration where `nested_schedule` says it is.
@@ -647,6 +697,7 @@ class MultilevelModel(keras.Model):
         `fit` starts, after callbacks such as `BackupAndRestore` restored the
         variables.
         """
+        self._sync_levels()
         level = int(self.nested_schedule[0])
         for finer in range(level):
             self.hierarchy.restrict(finer)
@@ -736,32 +787,28 @@ class _NestedIteration(keras.callbacks.Callback):
     def __init__(self, model):
         super().__init__()
         self._multilevel = model
-        self._synced = False
         self._started = False
 
     def on_epoch_begin(self, epoch, logs=None):
         # After every on_train_begin, so after BackupAndRestore restored.
+        model = self._multilevel
         if not self._started:
-            self._multilevel.resume_schedule()
+            model.resume_schedule()
             self._started = True
-        self._synced = False
+        model._fine_behind_active_level = model.active_level > 0
 
     def on_test_begin(self, logs=None):
-        self._sync()
+        self._multilevel._sync_levels()
 
     def on_train_end(self, logs=None):
-        self._sync()
-
-    def _sync(self):
-        self._multilevel.sync_fine_weights()
-        self._synced = True
+        # Not a plain sync: a fit that ran no epoch trained no level.
+        self._multilevel._sync_levels()
 
     def on_epoch_end(self, epoch, logs=None):
         model = self._multilevel
         if model.active_level == 0:
             return
-        if not self._synced:  # no validation pass synced it this epoch
-            self._sync()
+        model._sync_levels()  # unless a validation pass did
         logs = logs or {}
         monitored = logs.get("val_loss", logs.get("loss", float("inf")))
         level, epochs_on_level, stale_epochs = model.nested_schedule.numpy()

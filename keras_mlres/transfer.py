@@ -25,13 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlres._checks import check_choice
+from keras_mlres._checks import is_integer
 
 INTERPOLATIONS = ("constant", "linear")
 RESTRICTIONS = ("average", "injection", "full_weighting")
 
 
 def _check_factor(factor):
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+    if not is_integer(factor) or factor < 2:
         raise ValueError(
             "The coarsening factor must be an integer >= 2. "
             f"Received: factor={factor!r}"

@@ -372,6 +372,25 @@ class OptimizerStateTest(tf.test.TestCase, parameterized.TestCase):
                 self.assertAllEqual(variable, tf.zeros_like(variable))
         self.assertAllClose(optimizer.learning_rate, 0.01)
 
+    @parameterized.parameters(0.01, "schedule")
+    def test_reset_of_an_optimizer_built_before(self, learning_rate):
+        # A recompiled model passes its built optimizers again.
+        if learning_rate == "schedule":
+            learning_rate = keras.optimizers.schedules.ExponentialDecay(
+                0.01, 10, 0.5
+            )
+        model = _fine_model()
+        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer.build(model.trainable_variables)
+        level = cycles.Level(1, model, optimizer, _loss_fn, reset_optimizer=True)
+        level.step(_batch(), None)
+        level.reset_optimizer_state()
+        self.assertEqual(int(optimizer.iterations), 0)
+        for variable in optimizer.variables:
+            if variable.shape.rank:
+                self.assertAllEqual(variable, tf.zeros_like(variable))
+        self.assertAllClose(optimizer.learning_rate, 0.01)
+
     def test_keep_leaves_state_alone(self):
         optimizer = keras.optimizers.Adam(0.01)
         level = cycles.Level(1, _fine_model(), optimizer, _loss_fn)

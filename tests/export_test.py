@@ -481,7 +481,7 @@ class KerasFileTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(loaded.work, model.work)
 
         histories = [
-            m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+            m.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
             for m in (model, loaded)
         ]
         self.assertAllClose(

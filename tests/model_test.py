@@ -111,6 +111,13 @@ class SingleLevelEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class FitTest(tf.test.TestCase, parameterized.TestCase):
+    def test_metrics_list_each_tracker_once(self):
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=3))
+        names = [metric.name for metric in model.metrics]
+        self.assertLen(set(names), len(names))
+        for name in ("level_1_loss", "level_2_diverged", "level_1_alpha"):
+            self.assertIn(name, names)
+
     def test_three_levels_reach_accuracy_on_spiral(self):
         keras.utils.set_random_seed(1)
         x, y = _spiral(4000, seed=0)
@@ -557,6 +564,64 @@ class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
         x = _spiral(16, seed=4)[0]
         self.assertAllClose(model.predict(x, verbose=0), model.fine(x))
 
+    def _trained_on_a_coarse_level(self):
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), num_levels=3, nested_iteration=True)
+        )
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertEqual(model.active_level, 2)
+        return model
+
+    def test_fit_of_no_epochs_leaves_loaded_weights_alone(self):
+        # A loaded model's coarse levels hold the restriction of the initial
+        # weights of its construction; a fit that trains no epoch must not
+        # prolongate them over the loaded fine network.
+        path = os.path.join(self.get_temp_dir(), "model.keras")
+        self._trained_on_a_coarse_level().save(path)
+        loaded = mlres.load_model(path)
+        before = [np.array(v) for v in loaded.fine.weights]
+        loaded.fit(_dataset(), epochs=1, initial_epoch=1, verbose=0)
+        for variable, value in zip(loaded.fine.weights, before):
+            self.assertAllEqual(variable, value)
+
+    def test_coarse_level_of_a_loaded_model_is_restricted_from_it(self):
+        model = self._trained_on_a_coarse_level()
+        path = os.path.join(self.get_temp_dir(), "model.keras")
+        model.save(path)
+        x = _spiral(16, seed=4)[0]
+        expected = model.hierarchy.level(2)(x)  # the trained level itself
+        loaded = mlres.load_model(path)
+        served = os.path.join(self.get_temp_dir(), "served")
+        loaded.export(served, level=2, verbose=False)
+        restored = mlres.export.load(served)
+        self.assertAllClose(restored.serve(x), expected)
+
+    def test_checkpoint_mid_epoch_holds_the_active_level(self):
+        # A ModelCheckpoint(save_freq=n) saves between the syncs of nested
+        # iteration, which happen at epoch ends and validation.
+        model = self._trained_on_a_coarse_level()
+        path = os.path.join(self.get_temp_dir(), "mid_epoch.weights.h5")
+        prolongated = []
+
+        class SaveAtBatch(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 3:
+                    values = mlres.hierarchy.read_values(
+                        model.hierarchy.trainable_variables(2)
+                    )
+                    for _ in range(2):
+                        values = model.hierarchy.prolongate_weights(values)
+                    prolongated.extend(values)
+                    model.save_weights(path)
+
+        model.fit(_dataset(), epochs=1, verbose=0, callbacks=[SaveAtBatch()])
+        saved = _compiled(
+            mlres.MultilevelModel(_fine(seed=1), num_levels=3,
+                                  nested_iteration=True)
+        )
+        saved.load_weights(path)
+        self.assertAllClose(saved.fine.trainable_variables, prolongated)
+
     def test_default_scheme_starts_the_coarsest_level_at_the_initial_scale(
         self,
     ):
@@ -795,6 +860,7 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
         counts = dict(
             num_levels=np.int64(2), pre_smoothing=np.int64(1),
             coarse_steps=np.int32(2), level_patience=np.int64(1),
+            coarsening_factor=np.int64(2),
         )
         config = mlres.MultilevelModel(_fine(), **counts).get_config()
         for name, value in counts.items():
