@@ -38,7 +38,8 @@ def dense_ode_resnet(
         time_horizon: T, the stage's time interval length.
         activation: Activation of the blocks and of the opening layer.
         double_layer: Whether the blocks use the two-layer right-hand side.
-        dtype: Optional layer dtype (policy), e.g. `"float64"`.
+        dtype: Optional layer dtype or dtype policy, e.g. `"float64"` or
+            `"mixed_bfloat16"`.
         name: Name of the model.
 
     Returns:
@@ -51,7 +52,7 @@ def dense_ode_resnet(
     """
     return keras.Sequential(
         [
-            keras.Input(input_shape, dtype=dtype),
+            keras.Input(input_shape, dtype=_input_dtype(dtype)),
             keras.layers.Dense(
                 width, activation=activation, dtype=dtype, name="opening"
             ),
@@ -68,6 +69,15 @@ def dense_ode_resnet(
         ],
         name=name,
     )
+
+
+def _input_dtype(dtype):
+    """The dtype of the inputs for a layer dtype or policy (or None)."""
+    # keras.Input takes a dtype, not a policy: a mixed policy's layers take
+    # inputs of its variable dtype (float32) and cast them.
+    if dtype is None:
+        return None
+    return keras.dtype_policies.get(dtype).variable_dtype
 
 
 def _check_stages(stages):
@@ -147,7 +157,8 @@ def ode_resnet(
         normalization: Normalization of the blocks, `None` or `"batch"`.
         double_layer: Whether the blocks use the two-layer right-hand side.
         downsampling: `"conv"` or `"pool"`, see above.
-        dtype: Optional layer dtype (policy), e.g. `"float64"`.
+        dtype: Optional layer dtype or dtype policy, e.g. `"float64"` or
+            `"mixed_bfloat16"`.
         name: Name of the model.
 
     Returns:
@@ -181,7 +192,7 @@ def ode_resnet(
             f"{input_shape}. Use fewer stages or larger images."
         )
     layers = [
-        keras.Input(input_shape, dtype=dtype),
+        keras.Input(input_shape, dtype=_input_dtype(dtype)),
         keras.layers.Conv2D(
             stages[0][0], kernel_size, padding="same", activation=activation,
             dtype=dtype, name="opening",

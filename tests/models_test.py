@@ -38,6 +38,24 @@ class OdeResnetTest(parameterized.TestCase, tf.test.TestCase):
         x = np.random.default_rng(0).normal(size=(2, 12, 12, 3))
         self.assertEqual(model(x.astype("float32")).shape, (2, 5))
 
+    @parameterized.named_parameters(
+        ("float64", "float64", "float64", "float64"),
+        ("mixed_bfloat16", "mixed_bfloat16", "float32", "bfloat16"),
+    )
+    def test_dtype_policy(self, dtype, input_dtype, compute_dtype):
+        dense = mlres.models.dense_ode_resnet(
+            (2,), 3, width=4, num_blocks=4, dtype=dtype
+        )
+        conv = mlres.models.ode_resnet(
+            (8, 8, 1), 3, stages=[(4, 2, 1.0)], dtype=dtype
+        )
+        for model, shape in ((dense, (2, 2)), (conv, (2, 8, 8, 1))):
+            self.assertEqual(model.inputs[0].dtype, input_dtype)
+            for layer in model.layers:
+                self.assertEqual(layer.dtype_policy.name, dtype)
+            outputs = model(np.zeros(shape, input_dtype))
+            self.assertEqual(outputs.dtype, compute_dtype)
+
     def test_two_stage_model_through_the_hierarchy(self):
         model = mlres.models.ode_resnet(
             (8, 8, 1), 3, stages=[(4, 4, 1.0), (8, 8, 1.0)]
