@@ -110,6 +110,40 @@ class SingleLevelEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllClose(expected, actual, rtol=1e-5, atol=1e-6)
 
 
+class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
+    """"mixed_bfloat16" needs no loss scaling; its steps are float32's."""
+
+    def _moves(self, policy, **scheme):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = _compiled(
+                mlres.MultilevelModel(_fine(), **scheme),
+                optimizer=keras.optimizers.SGD(0.1),
+            )
+            before = [np.array(v) for v in model.fine.trainable_variables]
+            x, y = _spiral(32, seed=2)
+            model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+            return np.concatenate([
+                (np.array(v) - b).ravel()
+                for v, b in zip(model.fine.trainable_variables, before)
+            ])
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    @parameterized.named_parameters(
+        ("one_level", dict(num_levels=1)),
+        ("v_cycle", dict(num_levels=2, cycle="V", line_search=False)),
+        ("nested", dict(num_levels=2, cycle="none", nested_iteration=True)),
+    )
+    def test_steps_match_float32(self, scheme):
+        mixed = self._moves("mixed_bfloat16", **scheme)
+        full = self._moves("float32", **scheme)
+        self.assertGreater(np.linalg.norm(full), 1e-3)
+        self.assertLess(
+            np.linalg.norm(mixed - full) / np.linalg.norm(full), 0.05
+        )
+
+
 class FitTest(tf.test.TestCase, parameterized.TestCase):
     def test_metrics_list_each_tracker_once(self):
         model = _compiled(mlres.MultilevelModel(_fine(), num_levels=3))
