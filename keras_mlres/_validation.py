@@ -19,6 +19,22 @@ _SPARSE_CATEGORICAL = (
 _ACCURACY = ("accuracy", "acc")
 
 
+# Names for which Keras picks the crossentropy by the labels' shape at the
+# first step (keras.losses.get does not know them).
+_CROSSENTROPY_NAMES = ("crossentropy", "ce")
+
+
+def _resolve_loss(identifier):
+    """`keras.losses.get`, with Keras's shape-dependent crossentropy names.
+
+    Such a name stands here for the sparse categorical crossentropy, which
+    has the same default `from_logits=False`.
+    """
+    if str(identifier).lower() in _CROSSENTROPY_NAMES:
+        identifier = "sparse_categorical_crossentropy"
+    return keras.losses.get(identifier)
+
+
 def check_loss(loss, loss_weights=None):
     """Resolves every loss now, instead of at the first step.
 
@@ -48,7 +64,7 @@ def check_loss(loss, loss_weights=None):
         )
     for identifier in tf.nest.flatten(loss):
         try:
-            keras.losses.get(identifier)
+            _resolve_loss(identifier)
         except ValueError:
             raise ValueError(
                 f"Unknown loss {identifier!r}. Pass a keras.losses.Loss "
@@ -114,7 +130,7 @@ def warn_if_loss_expects_probabilities(loss, model):
     if getattr(last, "activation", None) is not keras.activations.linear:
         return
     for identifier in tf.nest.flatten(loss):
-        resolved = keras.losses.get(identifier)
+        resolved = _resolve_loss(identifier)
         if isinstance(resolved, keras.losses.Loss):
             from_logits = getattr(resolved, "from_logits", None)
             loss_class = type(resolved).__name__

@@ -913,6 +913,9 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
          "'SparseCategoricalCrossentropy'", "SparseCategoricalCrossentropy"),
         ("binary", "binary_crossentropy", "'binary_crossentropy'",
          "BinaryCrossentropy"),
+        # Keras picks the crossentropy for these names by the labels' shape.
+        ("shape_dependent_name", "crossentropy", "'crossentropy'",
+         "SparseCategoricalCrossentropy"),
         ("sparse_object", keras.losses.SparseCategoricalCrossentropy(),
          r"SparseCategoricalCrossentropy\(\.\.\.\)",
          "SparseCategoricalCrossentropy"),
@@ -951,12 +954,31 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
             ),
             "sparse_categorical_crossentropy",
         ),
+        (
+            "softmax_output_shape_dependent_name",
+            lambda: keras.Sequential(
+                [keras.Input((2,)), *_fine().layers, keras.layers.Softmax()]
+            ),
+            "ce",
+        ),
     )
     def test_matching_loss_does_not_warn(self, make_fine, loss):
         model = mlres.MultilevelModel(make_fine(), num_levels=2)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             model.compile("sgd", loss=loss)
+
+    def test_shape_dependent_crossentropy_name_trains(self):
+        # Keras resolves "crossentropy" by the labels at the first step.
+        model = mlres.MultilevelModel(
+            keras.Sequential(
+                [keras.Input((2,)), *_fine().layers, keras.layers.Softmax()]
+            ),
+            num_levels=2,
+        )
+        model.compile("sgd", loss="crossentropy")
+        history = model.fit(*_spiral(64, seed=1), batch_size=32, verbose=0)
+        self.assertTrue(np.isfinite(history.history["loss"][0]))
 
     def test_optimizer_shared_between_levels(self):
         model = mlres.MultilevelModel(_fine(), num_levels=3)
