@@ -262,6 +262,30 @@ def _loss_scaling_error(cause):
     )
 
 
+def check_no_gradient_accumulation(optimizer, argument):
+    """Rejects an optimizer that applies its updates every few batches only.
+
+    With `gradient_accumulation_steps` a Keras optimizer's `apply` only
+    accumulates most of the time, while the cycle restricts, corrects and
+    line-searches at every batch as if each step had been taken.
+
+    Args:
+        optimizer: A level's `keras.optimizers.Optimizer`.
+        argument: The argument it came from, for the message.
+
+    Raises:
+        ValueError: If it accumulates gradients.
+    """
+    steps = getattr(optimizer, "gradient_accumulation_steps", None)
+    if steps:
+        raise ValueError(
+            f"The optimizer in `{argument}` has gradient_accumulation_steps="
+            f"{steps}, which a multilevel cycle does not support: its "
+            "corrections and line search act at every batch. Use a larger "
+            "batch size instead, or num_levels=1."
+        )
+
+
 def check_optimizer_variables(optimizer, variables, argument):
     """Rejects an optimizer already built on variables other than a level's.
 

@@ -390,11 +390,14 @@ class MultilevelModel(keras.Model):
         for level, (model, level_optimizer) in enumerate(
             zip(self.hierarchy.models, [optimizer] + level_optimizers)
         ):
+            argument = f"level_optimizers[{level - 1}]" if level else "optimizer"
             _validation.check_optimizer_variables(
-                level_optimizer,
-                model.trainable_variables,
-                f"level_optimizers[{level - 1}]" if level else "optimizer",
+                level_optimizer, model.trainable_variables, argument
             )
+            if self.num_levels > 1:
+                _validation.check_no_gradient_accumulation(
+                    level_optimizer, argument
+                )
         _validation.warn_if_loss_expects_probabilities(
             arguments["loss"], self.fine
         )

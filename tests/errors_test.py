@@ -181,6 +181,11 @@ _COMPILE_TRIGGERS = {
     'the `"mixed_float16"` dtype policy (use `"mixed_bfloat16"`)': lambda m: (
         _mixed_float16_model().compile("sgd", loss=_LOSS)
     ),
+    "an optimizer with `gradient_accumulation_steps` and `num_levels > 1`": (
+        lambda m: m.compile(
+            keras.optimizers.SGD(gradient_accumulation_steps=2), loss=_LOSS
+        )
+    ),
     "a `LossScaleOptimizer`, or an optimizer with `loss_scale_factor`": (
         lambda m: m.compile(
             keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()),

@@ -901,6 +901,21 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
             self.assertIs(type(config[name]), int, msg=name)
             self.assertEqual(config[name], value, msg=name)
 
+    def test_gradient_accumulation_trains_one_level(self):
+        # One level is plain Keras training: each smoothing step is an
+        # apply, which accumulates as Keras does.
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), num_levels=1, post_smoothing=0),
+            optimizer=keras.optimizers.SGD(0.1, gradient_accumulation_steps=2),
+        )
+        before = [np.array(v) for v in model.fine.trainable_variables]
+        x, y = _spiral(32, seed=2)
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        for variable, value in zip(model.fine.trainable_variables, before):
+            self.assertAllEqual(variable, value)  # accumulated, not applied
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+        self.assertNotAllClose(model.fine.trainable_variables[0], before[0])
+
     def test_level_optimizers_of_wrong_length(self):
         model = mlres.MultilevelModel(_fine(), num_levels=3)
         with self.assertRaisesRegex(ValueError, "level_optimizers.*2"):
