@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mlres import cycles
+
 _SPARSE_CATEGORICAL = (
     "sparse_categorical_crossentropy",
     "SparseCategoricalCrossentropy",
@@ -300,10 +302,7 @@ def check_optimizer_variables(optimizer, variables, argument):
     Raises:
         ValueError: If `optimizer` is built on other variables.
     """
-    if not optimizer.built:
-        return
-    built_on = {id(v) for v in optimizer._trainable_variables}
-    if built_on != {id(v) for v in variables}:
+    if cycles.built_on_other_variables(optimizer, variables):
         raise ValueError(
             f"The optimizer {optimizer.name!r} in `{argument}` is already "
             "built on other variables than its level's trainable weights "

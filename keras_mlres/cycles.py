@@ -214,6 +214,19 @@ class Level:
             )
 
 
+def built_on_other_variables(optimizer, variables):
+    """Whether `optimizer` is already built, on variables other than these.
+
+    Args:
+        optimizer: A Keras optimizer.
+        variables: The variables it is meant to update.
+    """
+    if not optimizer.built:
+        return False
+    known = {id(v) for v in optimizer._trainable_variables}
+    return known != {id(v) for v in variables}
+
+
 def build_optimizer(optimizer, variables):
     """Builds an optimizer on `variables` and returns its resettable state.
 
@@ -229,14 +242,12 @@ def build_optimizer(optimizer, variables):
     Raises:
         ValueError: If the optimizer is already built on other variables.
     """
-    if optimizer.built:
-        known = {id(v) for v in optimizer._trainable_variables}
-        if known != {id(v) for v in variables}:
-            raise ValueError(
-                f"Optimizer '{optimizer.name}' is already built on other "
-                "variables. Give each level a fresh optimizer instance."
-            )
-    else:
+    if built_on_other_variables(optimizer, variables):
+        raise ValueError(
+            f"Optimizer '{optimizer.name}' is already built on other "
+            "variables. Give each level a fresh optimizer instance."
+        )
+    if not optimizer.built:
         optimizer.build(variables)
     # A float learning rate is a variable of the optimizer too.
     learning_rate = getattr(optimizer, "_learning_rate", None)
