@@ -132,10 +132,11 @@ class MultilevelModel(keras.Model):
             iteration). On the active level each batch runs the cycle from
             that level down. The active level's weights are prolongated
             to the fine network before each validation pass, at each epoch
-            end and whenever the model is saved or exported (also from a
-            callback mid-epoch), so validation, checkpoints and `predict`
-            after `fit` see the fine network; after loading, the coarse
-            levels are restricted from the loaded fine network.
+            end and whenever the model is saved, exported, evaluated or
+            asked to predict (also from a callback mid-epoch), so
+            validation, checkpoints and `predict` see the fine network;
+            after loading, the coarse levels are restricted from the
+            loaded fine network.
         level_patience: Epochs without improvement before moving finer.
         max_level_epochs: Optional limit of epochs per coarse level.
         nested_optimizer_state: How the optimizer of a level that nested
@@ -673,6 +674,21 @@ class MultilevelModel(keras.Model):
         super().load_own_variables(store)
         self._fine_behind_active_level = False
         self._coarse_levels_behind_fine = True
+
+    def predict(self, x, *args, **kwargs):
+        """Predicts with the fine network, as `keras.Model.predict`.
+
+        Also from a callback mid-epoch: the fine network is first brought up
+        to date with a coarse level that nested iteration is training.
+        """
+        self._sync_levels()
+        return super().predict(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """Evaluates the fine network, as `keras.Model.evaluate` (see
+        `predict`)."""
+        self._sync_levels()
+        return super().evaluate(x, *args, **kwargs)
 
     def save(self, filepath, *args, **kwargs):
         """Saves the model, as `keras.Model.save`.

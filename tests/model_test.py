@@ -656,6 +656,32 @@ class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
         saved.load_weights(path)
         self.assertAllClose(saved.fine.trainable_variables, prolongated)
 
+    def test_predict_and_evaluate_mid_epoch_see_the_active_level(self):
+        model = self._trained_on_a_coarse_level()
+        x, y = _spiral(16, seed=4)
+        seen = {}
+
+        class PredictAtBatch(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 3:
+                    values = mlres.hierarchy.read_values(
+                        model.hierarchy.trainable_variables(2)
+                    )
+                    for _ in range(2):
+                        values = model.hierarchy.prolongate_weights(values)
+                    expected = keras.models.clone_model(model.fine)
+                    expected.set_weights(
+                        [np.array(v) for v in values]
+                    )
+                    seen["expected"] = expected(x)
+                    seen["predict"] = model.predict(x, verbose=0)
+                    seen["evaluate"] = model.evaluate(x, y, verbose=0)[0]
+                    seen["expected_loss"] = float(_LOSS(y, seen["expected"]))
+
+        model.fit(_dataset(), epochs=1, verbose=0, callbacks=[PredictAtBatch()])
+        self.assertAllClose(seen["predict"], seen["expected"], atol=1e-5)
+        self.assertAllClose(seen["evaluate"], seen["expected_loss"], rtol=1e-4)
+
     def test_default_scheme_starts_the_coarsest_level_at_the_initial_scale(
         self,
     ):
