@@ -506,6 +506,29 @@ class ConvFitTest(tf.test.TestCase):
         self.assertAllClose(loss, history.history["val_loss"][-1], rtol=1e-5)
 
 
+def _prolongated_to_fine(model, level):
+    """A level's trainable weights prolongated up to the fine network."""
+    values = mlres.hierarchy.read_values(
+        model.hierarchy.trainable_variables(level)
+    )
+    for _ in range(level):
+        values = model.hierarchy.prolongate_weights(values)
+    return values
+
+
+class _AtBatch(keras.callbacks.Callback):
+    """Calls `function()` at the end of one training batch of each epoch."""
+
+    def __init__(self, batch, function):
+        super().__init__()
+        self._batch = batch
+        self._function = function
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self._batch:
+            self._function()
+
+
 class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
     def test_conv_fine_network_gets_the_coarse_statistics(self):
         # While a coarse level trains, the fine network is only prolongated
@@ -637,18 +660,11 @@ class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
         path = os.path.join(self.get_temp_dir(), "mid_epoch.weights.h5")
         prolongated = []
 
-        class SaveAtBatch(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                if batch == 3:
-                    values = mlres.hierarchy.read_values(
-                        model.hierarchy.trainable_variables(2)
-                    )
-                    for _ in range(2):
-                        values = model.hierarchy.prolongate_weights(values)
-                    prolongated.extend(values)
-                    model.save_weights(path)
+        def save():
+            prolongated.extend(_prolongated_to_fine(model, 2))
+            model.save_weights(path)
 
-        model.fit(_dataset(), epochs=1, verbose=0, callbacks=[SaveAtBatch()])
+        model.fit(_dataset(), epochs=1, verbose=0, callbacks=[_AtBatch(3, save)])
         saved = _compiled(
             mlres.MultilevelModel(_fine(seed=1), num_levels=3,
                                   nested_iteration=True)
@@ -661,24 +677,20 @@ class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
         x, y = _spiral(16, seed=4)
         seen = {}
 
-        class PredictAtBatch(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                if batch == 3:
-                    values = mlres.hierarchy.read_values(
-                        model.hierarchy.trainable_variables(2)
-                    )
-                    for _ in range(2):
-                        values = model.hierarchy.prolongate_weights(values)
-                    expected = keras.models.clone_model(model.fine)
-                    expected.set_weights(
-                        [np.array(v) for v in values]
-                    )
-                    seen["expected"] = expected(x)
-                    seen["predict"] = model.predict(x, verbose=0)
-                    seen["evaluate"] = model.evaluate(x, y, verbose=0)[0]
-                    seen["expected_loss"] = float(_LOSS(y, seen["expected"]))
+        def predict_and_evaluate():
+            expected = keras.models.clone_model(model.fine)
+            expected.set_weights(
+                [np.array(v) for v in _prolongated_to_fine(model, 2)]
+            )
+            seen["expected"] = expected(x)
+            seen["expected_loss"] = float(_LOSS(y, seen["expected"]))
+            seen["predict"] = model.predict(x, verbose=0)
+            seen["evaluate"] = model.evaluate(x, y, verbose=0)[0]
 
-        model.fit(_dataset(), epochs=1, verbose=0, callbacks=[PredictAtBatch()])
+        model.fit(
+            _dataset(), epochs=1, verbose=0,
+            callbacks=[_AtBatch(3, predict_and_evaluate)],
+        )
         self.assertAllClose(seen["predict"], seen["expected"], atol=1e-5)
         self.assertAllClose(seen["evaluate"], seen["expected_loss"], rtol=1e-4)
 
