@@ -49,3 +49,20 @@ def check_count(argument, value, minimum=0, hint=""):
             f"Received: {argument}={value!r}"
         )
     return int(value)
+
+
+def check_coarsening_factor(factor):
+    """Raises ValueError unless `factor` is an integer >= 2.
+
+    Args:
+        factor: The received coarsening factor.
+
+    Returns:
+        `factor` as an `int`.
+    """
+    if not is_integer(factor) or factor < 2:
+        raise ValueError(
+            "The coarsening factor must be an integer >= 2. "
+            f"Received: factor={factor!r}"
+        )
+    return int(factor)

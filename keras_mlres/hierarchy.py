@@ -5,6 +5,7 @@ from keras.src.models.functional import Functional
 
 from keras_mlres import transfer
 from keras_mlres._checks import check_choice
+from keras_mlres._checks import check_coarsening_factor
 from keras_mlres._checks import check_count
 from keras_mlres.layers.ode_stack import ODEStack
 
@@ -116,9 +117,7 @@ class Hierarchy:
             self._models.append(coarse)
             self._stages.append(_stages_of(coarse))
         self._stage_mask = self._find_stage_variables()
-        for level in range(num_levels - 1):
-            self.restrict(level)
-            self.restrict_state(level)
+        self.restrict_from_fine()
 
     @staticmethod
     def _check_arguments(
@@ -127,7 +126,7 @@ class Hierarchy:
         check_count(
             "num_levels", num_levels, minimum=1, hint="1 means single-level"
         )
-        transfer._check_factor(coarsening_factor)
+        check_coarsening_factor(coarsening_factor)
         check_choice("interpolation", interpolation, transfer.INTERPOLATIONS)
         check_choice("restriction", restriction, transfer.RESTRICTIONS)
         if not isinstance(model, (keras.Sequential, Functional)):
@@ -308,6 +307,18 @@ class Hierarchy:
             self.trainable_variables(level + 1), restricted, self._stage_mask
         )
         return restricted
+
+    def restrict_from_fine(self, coarsest=None):
+        """Restricts weights and stage state from level 0 down, level by level.
+
+        Args:
+            coarsest: The last level to receive; defaults to the coarsest.
+        """
+        if coarsest is None:
+            coarsest = self.num_levels - 1
+        for level in range(coarsest):
+            self.restrict(level)
+            self.restrict_state(level)
 
     def restrict_state(self, level):
         """Restricts the stage variables the cycle does not transfer.

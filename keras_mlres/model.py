@@ -660,9 +660,7 @@ class MultilevelModel(keras.Model):
         if self._fine_behind_active_level:
             self.sync_fine_weights()
         if self._coarse_levels_behind_fine:
-            for finer in range(self.num_levels - 1):
-                self.hierarchy.restrict(finer)
-                self.hierarchy.restrict_state(finer)
+            self.hierarchy.restrict_from_fine()
             self._coarse_levels_behind_fine = False
 
     def load_own_variables(self, store):
@@ -718,9 +716,7 @@ class MultilevelModel(keras.Model):
         """
         self._sync_levels()
         level = int(self.nested_schedule[0])
-        for finer in range(level):
-            self.hierarchy.restrict(finer)
-            self.hierarchy.restrict_state(finer)
+        self.hierarchy.restrict_from_fine(level)
         if level != self.active_level:
             self.active_level = level
             self.make_train_function(force=True)

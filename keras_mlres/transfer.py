@@ -25,22 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mlres._checks import check_choice
-from keras_mlres._checks import is_integer
+from keras_mlres._checks import check_coarsening_factor
 
 INTERPOLATIONS = ("constant", "linear")
 RESTRICTIONS = ("average", "injection", "full_weighting")
 
 
-def _check_factor(factor):
-    if not is_integer(factor) or factor < 2:
-        raise ValueError(
-            "The coarsening factor must be an integer >= 2. "
-            f"Received: factor={factor!r}"
-        )
-
-
 def _num_coarse_blocks(num_fine_blocks, factor):
-    _check_factor(factor)
+    check_coarsening_factor(factor)
     if num_fine_blocks % factor:
         raise ValueError(
             f"Cannot restrict {num_fine_blocks} blocks by the coarsening "
@@ -61,7 +53,7 @@ def prolongation_matrix(num_coarse_blocks, factor=2, interpolation="constant"):
     Returns:
         A float64 numpy array.
     """
-    _check_factor(factor)
+    check_coarsening_factor(factor)
     check_choice("interpolation", interpolation, INTERPOLATIONS)
     num_fine_blocks = num_coarse_blocks * factor
     matrix = np.zeros((num_fine_blocks, num_coarse_blocks))
@@ -138,7 +130,7 @@ def prolongate(coarse, factor=2, interpolation="constant"):
     >>> prolongate(tf.constant([1.0, 3.0]))
     <tf.Tensor: shape=(4,), dtype=float32, numpy=array([1., 1., 3., 3.]...)>
     """
-    _check_factor(factor)
+    check_coarsening_factor(factor)
     check_choice("interpolation", interpolation, INTERPOLATIONS)
     coarse = tf.convert_to_tensor(coarse)
     if interpolation == "constant":

@@ -244,6 +244,24 @@ class HierarchyTest(tf.test.TestCase, parameterized.TestCase):
                     )
             self.assertEqual(tuple(coarse(_inputs()).shape), (5, 2))
 
+    def test_restrict_from_fine_stops_at_the_given_level(self):
+        fine = _two_stage_functional()
+        hierarchy = mlres.Hierarchy(fine, 3)
+        _randomize_stages(fine, seed=1)
+        level_2 = [np.array(v) for v in hierarchy.trainable_variables(2)]
+        hierarchy.restrict_from_fine(1)
+        for is_stage, fine_v, coarse_v in zip(
+            hierarchy.stage_mask, fine.trainable_variables,
+            hierarchy.trainable_variables(1),
+        ):
+            if is_stage:
+                self.assertAllClose(coarse_v, transfer.restrict(fine_v, 2))
+        for is_stage, before, after in zip(
+            hierarchy.stage_mask, level_2, hierarchy.trainable_variables(2)
+        ):
+            if is_stage:
+                self.assertAllEqual(after, before)
+
     def test_restrict_assigns_stage_weights_only(self):
         fine = _two_stage_functional()
         hierarchy = mlres.Hierarchy(fine, 2)

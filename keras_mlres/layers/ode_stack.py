@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_mlres._checks import check_coarsening_factor
 from keras_mlres._checks import is_integer
 from keras_mlres.layers.ode_block import ODEBlock
 
@@ -208,12 +209,7 @@ class ODEStack(keras.layers.Layer):
         Raises:
             ValueError: If `factor` does not divide `num_blocks`.
         """
-        if not is_integer(factor) or factor < 2:
-            raise ValueError(
-                "The coarsening factor must be an integer >= 2. "
-                f"Received: factor={factor!r}"
-            )
-        factor = int(factor)
+        factor = check_coarsening_factor(factor)
         if self.num_blocks % factor:
             raise ValueError(
                 f"ODEStack '{self.name}' has num_blocks={self.num_blocks}, "
