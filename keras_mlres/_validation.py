@@ -319,8 +319,11 @@ def check_data(model, loss, x, y=None, purpose="training"):
     at least one batch, that the inputs are finite, and, for sparse
     categorical crossentropy, that the labels are class indices of the
     model's output. Arrays are checked in full; a `tf.data.Dataset` by its
-    element spec and its first batch. Generators and `PyDataset`s are left
-    to Keras (peeking would consume them).
+    element spec and its cardinality only, never by reading it: a pass that
+    stops early (a peek at the first batch) can leave a memory cache in the
+    pipeline holding part of the data for good (see `datasets.load`).
+    Generators and `PyDataset`s are left to Keras (peeking would consume
+    them).
 
     Args:
         model: The fine network.
@@ -333,12 +336,10 @@ def check_data(model, loss, x, y=None, purpose="training"):
         ValueError: Naming the problem and the fix.
     """
     if isinstance(x, tf.data.Dataset):
-        inputs, labels = _split(x.element_spec)
+        inputs, _ = _split(x.element_spec)
         _check_inputs(model, inputs, purpose)
-        first_inputs, first_labels = _split(_first_batch(x, purpose))
-        _check_finite(first_inputs, purpose)
-        if labels is not None:
-            _check_labels(model, loss, first_labels, purpose)
+        if x.cardinality() == 0:
+            raise _empty_error(purpose)
     elif _is_array_like(x):
         arrays = tf.nest.map_structure(np.asarray, x)
         _check_inputs(model, arrays, purpose)
@@ -369,14 +370,6 @@ def _empty_error(purpose):
         "on. Check the data source, its filters, and that batch() is not "
         "given drop_remainder=True with fewer examples than the batch size."
     )
-
-
-def _first_batch(dataset, purpose):
-    if dataset.cardinality() == 0:
-        raise _empty_error(purpose)
-    for batch in dataset.take(1):
-        return batch
-    raise _empty_error(purpose)
 
 
 def _check_inputs(model, inputs, purpose):

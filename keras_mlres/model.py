@@ -625,7 +625,8 @@ class MultilevelModel(keras.Model):
         checked against the fine network (input shapes and dtypes, an empty
         data set, NaN or Inf inputs, sparse labels that are not class indices
         of the classifier); a problem raises a `ValueError` that names it and
-        the fix.
+        the fix. A `tf.data.Dataset` is checked by its element spec and
+        cardinality only: it is not read before Keras reads it.
         """
         if self.compiled:
             _validation.check_data(self.fine, self.loss, x, y)

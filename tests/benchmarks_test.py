@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 
 from absl.testing import absltest
 
@@ -158,6 +159,59 @@ class BenchmarksTest(absltest.TestCase):
         self.assertEqual(
             script.ablation_keys("levels4,control"), ["levels4", "control"]
         )
+
+    def test_best_configuration_by_time_then_by_accuracy(self):
+        script = _load_script("time_to_accuracy")
+
+        def run(optimizer, seed, accuracies):
+            return script.Run(
+                "shapes", "single level", optimizer, 0.01, seed, 4,
+                {"val_accuracy": accuracies, "work": [1.0, 2.0]},
+                [1.0, 2.0], [1.0, 2.0],
+            )
+
+        slow_to_target = [run("sgd", s, [0.5, 0.9]) for s in range(3)]
+        fast_to_target = [run("adam", s, [0.9, 0.9]) for s in range(3)]
+        best = script.best_configuration(slow_to_target + fast_to_target, 0.9)
+        self.assertEqual(best, fast_to_target)
+        # No median seed reaches 0.95: the higher median accuracy wins.
+        low = [run("sgd", s, [0.5, a]) for s, a in enumerate((0.6, 0.7, 1))]
+        high = [run("adam", s, [0.5, a]) for s, a in enumerate((0.8, 0.9, 0))]
+        best = script.best_configuration(low + high, 0.95)
+        self.assertEqual({r.optimizer for r in best}, {"adam"})
+
+    def test_point_sets_and_images_have_their_own_settings(self):
+        script = _load_script("time_to_accuracy")
+        args = types.SimpleNamespace(
+            width=16, blocks=64, epochs=12, train_examples=None, no_xla=False,
+            image_width=8, image_blocks=32, image_epochs=6,
+            image_train_examples=3000, image_xla=False, stages=2,
+            batch_norm=False, time_horizon=4.0, batch_size=100,
+            steps_per_execution=20, seeds=3,
+        )
+        self.assertEqual(
+            script.task_settings(False, args),
+            script.TaskSettings(16, 64, 12, None, True),
+        )
+        self.assertEqual(
+            script.task_settings(True, args),
+            script.TaskSettings(8, 32, 6, 3000, False),
+        )
+        self.assertTrue(script.is_image_task("shapes"))
+        self.assertFalse(script.is_image_task("spiral"))
+        text = script.describe_settings(["peaks"], ["shapes"], args)
+        self.assertIn(
+            "Point sets (peaks): dense ODE-ResNet of width 16, K = 64 "
+            "blocks; all training examples; 12 epochs; XLA on.", text
+        )
+        self.assertIn(
+            "Images (shapes): conv ODE-ResNet of 2 stages from 8 filters "
+            "(batch norm off), K = 32 blocks per stage; the first 3000 "
+            "training examples; 6 epochs; XLA off.", text
+        )
+        self.assertNotIn("Images", script.describe_settings(
+            ["peaks"], [], args
+        ))
 
     def test_unknown_ablation_variant_is_a_usage_error(self):
         script = _load_script("time_to_accuracy")

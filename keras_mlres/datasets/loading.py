@@ -74,7 +74,9 @@ def load(
     """Loads a data set as batched `tf.data.Dataset`s of `(features, label)`.
 
     Every split goes through `tfds.load(..., as_supervised=True)`, then is
-    cached in memory, shuffled and augmented (training split only), batched,
+    cached in memory (read in full before `load` returns, so that a pass
+    that stops early cannot truncate the cache), shuffled and augmented
+    (training split only), batched,
     normalized and prefetched. Labels are int64 class indices. The pipelines
     run with `tf.data` autotuning off (`options().autotune.enabled` is
     False): its background thread made `fit` stall for up to seconds at the
@@ -484,6 +486,21 @@ def _augment(image, seed, random_flip, crop_padding):
     return image
 
 
+def _filled_cache(dataset):
+    """Returns `dataset.cache()`, its cache filled by one full pass now.
+
+    A pass that stops early (a peek with `next(iter(ds))`, a `take`, Keras
+    ending an epoch a step short) cancels tfds's parallel reader, which then
+    reports the end of the data; the memory cache records that as complete
+    and every later pass sees the truncated split (with TF 2.21, 110 of 5000
+    validation examples were left after one peek). A cache filled before
+    anyone iterates it is complete and never changes.
+    """
+    cached = dataset.cache()
+    cached.reduce(np.int64(0), lambda count, _: count + 1)
+    return cached
+
+
 def _pipeline(
     dataset,
     training,
@@ -495,7 +512,7 @@ def _pipeline(
     statistics=None,
 ):
     # Cache the decoded (uint8 for images) examples, normalize per batch.
-    dataset = dataset.cache()
+    dataset = _filled_cache(dataset)
     if training and shuffle_buffer:
         dataset = dataset.shuffle(
             shuffle_buffer, seed=seed, reshuffle_each_iteration=True

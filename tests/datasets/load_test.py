@@ -134,6 +134,20 @@ class LoadLocalTest(parameterized.TestCase, tf.test.TestCase):
             np.sort(epoch_1, axis=0), np.sort(raw_features, axis=0)
         )
 
+    def test_a_pass_that_stops_early_leaves_every_split_whole(self):
+        # A peek cancels tfds's parallel reader mid-read; a cache filled by
+        # that pass kept 102-115 of the 5000 validation examples for good.
+        train, validation = mlres_datasets.load(
+            "peaks", batch_size=100, split=("train", "validation"),
+            shuffle_buffer=1000, data_dir=self.data_dir,
+        )
+        for dataset in (train, validation):
+            next(iter(dataset))
+            for _ in dataset.take(1):
+                pass
+        self.assertLen(np.concatenate(_collect(validation)[1]), 5000)
+        self.assertLen(np.concatenate(_collect(train)[1]), 20000)
+
     def test_training_slice_is_shuffled_too(self):
         train = mlres_datasets.load(
             "peaks", batch_size=100, split="train[:1000]",
