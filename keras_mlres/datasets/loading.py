@@ -489,12 +489,12 @@ def _augment(image, seed, random_flip, crop_padding):
 def _filled_cache(dataset):
     """Returns `dataset.cache()`, its cache filled by one full pass now.
 
-    A pass that stops early (a peek with `next(iter(ds))`, a `take`, Keras
-    ending an epoch a step short) cancels tfds's parallel reader, which then
-    reports the end of the data; the memory cache records that as complete
-    and every later pass sees the truncated split (with TF 2.21, 110 of 5000
-    validation examples were left after one peek). A cache filled before
-    anyone iterates it is complete and never changes.
+    A pass that stops early (a peek with `next(iter(ds))`, a `take`)
+    cancels tfds's parallel reader, which then reports the end of the data;
+    the memory cache records that as complete and every later pass sees
+    the truncated split (with TF 2.21, 102-115 of 5000 validation examples
+    were left after one peek). A cache filled before anyone iterates it is
+    complete and never changes.
     """
     cached = dataset.cache()
     cached.reduce(np.int64(0), lambda count, _: count + 1)
