@@ -492,7 +492,7 @@ def _filled_cache(dataset):
     A pass that stops early (a peek with `next(iter(ds))`, a `take`)
     cancels tfds's parallel reader, which then reports the end of the data;
     the memory cache records that as complete and every later pass sees
-    the truncated split (with TF 2.21, 102-115 of 5000 validation examples
+    the truncated split (with TF 2.21, 102-110 of 5000 validation examples
     were left after one peek). A cache filled before anyone iterates it is
     complete and never changes.
     """

@@ -136,7 +136,7 @@ class LoadLocalTest(parameterized.TestCase, tf.test.TestCase):
 
     def test_a_pass_that_stops_early_leaves_every_split_whole(self):
         # A peek cancels tfds's parallel reader mid-read; a cache filled by
-        # that pass kept 102-115 of the 5000 validation examples for good.
+        # that pass kept 102-110 of the 5000 validation examples for good.
         train, validation = mlres_datasets.load(
             "peaks", batch_size=100, split=("train", "validation"),
             shuffle_buffer=1000, data_dir=self.data_dir,
