@@ -254,22 +254,27 @@ def describe_settings(point_tasks, image_tasks, args):
             "all training examples"
         )
 
+    def budget(settings):
+        return (
+            f"{examples(settings.train_examples)}; {settings.epochs} epochs; "
+            f"XLA {'on' if settings.xla else 'off'}."
+        )
+
     sentences = []
     if point_tasks:
+        points = task_settings(False, args)
         sentences.append(
             f"Point sets ({', '.join(point_tasks)}): dense ODE-ResNet of "
-            f"width {args.width}, K = {args.blocks} blocks; "
-            f"{examples(args.train_examples)}; "
-            f"{args.epochs} epochs; XLA {'off' if args.no_xla else 'on'}."
+            f"width {points.width}, K = {points.blocks} blocks; "
+            + budget(points)
         )
     if image_tasks:
+        images = task_settings(True, args)
         sentences.append(
             f"Images ({', '.join(image_tasks)}): conv ODE-ResNet of "
-            f"{args.stages} stages from {args.image_width} filters (batch "
+            f"{args.stages} stages from {images.width} filters (batch "
             f"norm {'on' if args.batch_norm else 'off'}), K = "
-            f"{args.image_blocks} blocks per stage; "
-            f"{examples(args.image_train_examples)}; {args.image_epochs} "
-            f"epochs; XLA {'on' if args.image_xla else 'off'}."
+            f"{images.blocks} blocks per stage; " + budget(images)
         )
     sentences.append(
         f"All: T = {args.time_horizon}; batch {args.batch_size}; "
