@@ -84,7 +84,8 @@ class MultilevelModel(keras.Model):
     whose loss or correction is not finite has its correction rejected and
     is counted in the `level_l_diverged` log; the fine weights stay finite.
     `compile` and `fit` check their arguments and the training and
-    validation data before anything changes (see README.md, "Errors").
+    validation data before anything changes (see README.md, "Errors"); an
+    epoch whose loss is NaN or Inf is undone and stops `fit` with an error.
     Mixed precision is supported with the "mixed_bfloat16" policy, not with
     "mixed_float16", whose loss scaling the cycle does not do.
 
@@ -627,6 +628,13 @@ class MultilevelModel(keras.Model):
         of the classifier); a problem raises a `ValueError` that names it and
         the fix. A `tf.data.Dataset` is checked by its element spec and
         cardinality only: it is not read before Keras reads it.
+
+        An epoch whose training or validation loss is NaN or Inf (NaN
+        values in a dataset, labels outside the classes under XLA, a
+        learning rate too high) stops `fit` with a `ValueError`, after the
+        weights and optimizer states are put back to where that epoch
+        started: the model is never left with NaN weights, and callbacks
+        after the check (a `ModelCheckpoint`) do not see that epoch's end.
         """
         if self.compiled:
             _validation.check_data(self.fine, self.loss, x, y)
@@ -639,9 +647,15 @@ class MultilevelModel(keras.Model):
                 _validation.check_data(
                     self.fine, self.loss, val_x, val_y, purpose="validation"
                 )
+        # The guard first: its epoch end must run before a user's
+        # ModelCheckpoint could save NaN weights, and before nested
+        # iteration would read a NaN validation loss.
+        guards = [_FiniteLosses(self)]
         if self.active_level > 0:
-            callbacks = [_NestedIteration(self)] + list(callbacks or [])
-        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+            guards.append(_NestedIteration(self))
+        return super().fit(
+            x, y, *args, callbacks=guards + list(callbacks or []), **kwargs
+        )
 
     def sync_fine_weights(self):
         """Prolongates the active level's weights up to the fine network."""
@@ -840,3 +854,71 @@ class _NestedIteration(keras.callbacks.Callback):
             and epochs_on_level >= model.max_level_epochs
         ):
             model.move_finer()
+
+
+class _FiniteLosses(keras.callbacks.Callback):
+    """Stops `fit` with a clear error at an epoch whose loss is not finite.
+
+    Keeps each epoch's starting state on the host (every level's weights,
+    every level's optimizer state, nested iteration's schedule: a few
+    milliseconds per epoch) and restores it before raising, so the step
+    itself needs no check and no host sync.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self._multilevel = model
+        self._epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Not in on_epoch_begin: this runs after every callback's
+        # on_epoch_begin, which may restore or restrict weights.
+        if self._epoch_start is None:
+            model = self._multilevel
+            variables = list(model.weights)
+            for optimizer in model._optimizers:
+                variables += optimizer.variables
+            self._epoch_start = [(v, v.numpy()) for v in variables]
+
+    def on_epoch_end(self, epoch, logs=None):
+        problem = _nonfinite_loss_problem(logs or {}, epoch)
+        if problem is None:
+            return
+        if self._epoch_start is not None:
+            for variable, value in self._epoch_start:
+                variable.assign(value)
+            # Every epoch starts with the fine network up to date (nested
+            # iteration syncs it at each epoch's end).
+            self._multilevel._fine_behind_active_level = False
+        raise ValueError(
+            f"{problem} fit stopped, and the weights and optimizer states are "
+            f"back to where epoch {epoch + 1} started."
+        )
+
+
+def _nonfinite_loss_problem(logs, epoch):
+    """Names a non-finite loss in an epoch's logs and its fix, else None."""
+    loss = logs.get("loss")
+    if loss is not None and not math.isfinite(loss):
+        return (
+            f"The training loss is NaN or Inf ({loss}) in epoch "
+            f"{epoch + 1}. A tf.data.Dataset's values are not checked before "
+            "training: look for NaN or Inf inputs and, under XLA "
+            "(jit_compile), sparse labels outside the classifier's classes. "
+            "If the data are clean, the learning rate is too high for the "
+            "network: lower it or clip the gradients (e.g. "
+            "Adam(clipnorm=1.0))."
+        )
+    val_loss = logs.get("val_loss")
+    if val_loss is not None and not math.isfinite(val_loss):
+        return (
+            f"The validation loss is NaN or Inf ({val_loss}) after epoch "
+            f"{epoch + 1} while the training loss is finite: the validation "
+            "data hold NaN or Inf inputs or, under XLA (jit_compile), sparse "
+            "labels outside the classifier's classes. Clean them (e.g. "
+            "np.nan_to_num, or Dataset.filter) before fit."
+        )
+    return None

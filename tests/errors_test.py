@@ -49,6 +49,13 @@ def _data(n=16):
     )
 
 
+def _nan_dataset(n):
+    """A dataset that its element spec cannot tell from a clean one."""
+    return tf.data.Dataset.from_tensor_slices(
+        (np.full((n, 2), np.nan, "float32"), _data(n)[1])
+    ).batch(4)
+
+
 def _nested_stage_model():
     inner = keras.Sequential(
         [
@@ -106,6 +113,13 @@ _FIT_TRIGGERS = {
     "validation data that does not match the fine network": lambda m: m.fit(
         *_data(), validation_data=(np.zeros((8, 3), "float32"), _data(8)[1]),
         verbose=0,
+    ),
+    "NaN or Inf in a dataset's inputs, or its sparse labels outside the "
+    "classes under XLA (at the epoch's end)": lambda m: m.fit(
+        _nan_dataset(16), verbose=0
+    ),
+    "the same in a validation dataset": lambda m: m.fit(
+        *_data(), validation_data=_nan_dataset(8), verbose=0
     ),
 }
 _CONSTRUCTOR_TRIGGERS = {

@@ -426,15 +426,121 @@ class NumericalFaultTest(tf.test.TestCase, parameterized.TestCase):
         for variable in model.fine.weights:
             self.assertTrue(np.all(np.isfinite(variable)))
 
-    def test_terminate_on_nan_stops_on_a_fine_nan(self):
-        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
-        _poison_level(model, 0)
-        history = model.fit(
-            _dataset(), epochs=3,
-            callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0,
+
+def _state(model):
+    """Every level's weights and optimizer state, as arrays."""
+    variables = list(model.weights)
+    for optimizer in model._optimizers:
+        variables += optimizer.variables
+    return [v.numpy() for v in variables]
+
+
+def _with_nan_inputs(dataset):
+    return dataset.map(lambda x, y: (x * np.float32("nan"), y))
+
+
+_GUARDED_SCHEMES = (
+    ("v_cycle", dict(num_levels=2)),
+    ("nested_iteration", mlres.DEFAULT_SCHEME),
+)
+
+
+class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
+    """A NaN loss stops `fit` with an error and leaves the epoch's start."""
+
+    @parameterized.named_parameters(
+        (f"{name}_{'xla' if jit else 'graph'}", scheme, jit)
+        for name, scheme in _GUARDED_SCHEMES
+        for jit in (False, True)
+    )
+    def test_nan_training_loss_restores_the_start_of_its_epoch(
+        self, scheme, jit_compile
+    ):
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), **scheme), jit_compile=jit_compile
         )
+        x, _ = _spiral(64, seed=1)
+        model.fit(_dataset(), epochs=1, verbose=0)
+        state, predictions = _state(model), model.predict(x, verbose=0)
+        with self.assertRaisesRegex(
+            ValueError,
+            "The training loss is NaN or Inf \\(nan\\) in epoch 2.*back to "
+            "where epoch 2 started",
+        ):
+            model.fit(
+                _with_nan_inputs(_dataset()), epochs=2, initial_epoch=1,
+                verbose=0,
+            )
+        for after, before in zip(_state(model), state):
+            self.assertAllEqual(after, before)
+        self.assertAllEqual(model.predict(x, verbose=0), predictions)
+        # Training goes on from there once the data are clean.
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertTrue(np.isfinite(model.predict(x, verbose=0)).all())
+
+    def test_out_of_range_labels_under_xla_raise(self):
+        # Without XLA TensorFlow raises on them itself; under XLA the loss
+        # is NaN, and the labels of a dataset are not read before training.
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), num_levels=2), jit_compile=True
+        )
+        state = _state(model)
+        with self.assertRaisesRegex(
+            ValueError, "sparse labels outside the classifier's classes"
+        ):
+            model.fit(
+                _dataset().map(lambda x, y: (x, y + 3)), epochs=2, verbose=0
+            )
+        for after, before in zip(_state(model), state):
+            self.assertAllEqual(after, before)
+
+    def test_nan_validation_loss_raises(self):
+        model = _compiled(mlres.MultilevelModel(_fine(), **mlres.DEFAULT_SCHEME))
+        state = _state(model)
+        with self.assertRaisesRegex(
+            ValueError,
+            "The validation loss is NaN or Inf \\(nan\\) after epoch 1 while "
+            "the training loss is finite",
+        ):
+            model.fit(
+                _dataset(), validation_data=_with_nan_inputs(_dataset(64)),
+                epochs=3, verbose=0,
+            )
+        for after, before in zip(_state(model), state):
+            self.assertAllEqual(after, before)
+        self.assertEqual(model.active_level, 2)  # nested iteration did not move
+
+    def test_checkpoint_callbacks_never_see_a_nan_epoch(self):
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        path = os.path.join(self.get_temp_dir(), "never.keras")
+        with self.assertRaisesRegex(ValueError, "The training loss is NaN"):
+            model.fit(
+                _with_nan_inputs(_dataset()), epochs=1, verbose=0,
+                callbacks=[keras.callbacks.ModelCheckpoint(path)],
+            )
+        self.assertFalse(os.path.exists(path))
+
+    def test_terminate_on_nan_stops_at_the_batch_then_the_epoch_is_undone(
+        self,
+    ):
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        state = _state(model)
+        _poison_level(model, 0)
+        stopped_at = []
+        with self.assertRaisesRegex(ValueError, "in epoch 1"):
+            model.fit(
+                _dataset(), epochs=3, verbose=0,
+                callbacks=[
+                    keras.callbacks.TerminateOnNaN(),
+                    keras.callbacks.LambdaCallback(
+                        on_train_batch_end=lambda b, logs: stopped_at.append(b)
+                    ),
+                ],
+            )
         self.assertTrue(model.stop_training)
-        self.assertLen(history.history["loss"], 1)
+        self.assertEqual(stopped_at, [0])
+        for after, before in zip(_state(model), state):
+            self.assertAllEqual(after, before)
 
 
 # Trains twice in one process with op determinism on; prints whether the
@@ -1165,8 +1271,8 @@ class DataCheckTest(tf.test.TestCase, parameterized.TestCase):
             "the validation labels range over \\[3, 3\\]",
             lambda x, y: dict(validation_data=(x[:8], np.full(8, 3))),
         ),
-        # Under XLA the bad labels would give a NaN val_loss without an
-        # error, and nested iteration would move finer after every epoch.
+        # Under XLA the bad labels would give a NaN val_loss, found only at
+        # the end of the first epoch.
         _data_check_case(
             "validation_labels_under_xla_and_nested_iteration",
             "the validation labels range over \\[7, 7\\]",
