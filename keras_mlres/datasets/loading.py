@@ -290,15 +290,21 @@ def _check_local_config(dataset, config):
 def _load_local(name, splits, data_dir):
     # Generating a local builder runs its numpy generator; GCS is not tried.
     config = tfds.download.DownloadConfig(try_download_gcs=False)
-    return tfds.load(
-        name,
-        split=splits,
-        data_dir=data_dir,
-        as_supervised=True,
-        download=True,
-        with_info=True,
-        download_and_prepare_kwargs={"download_config": config},
+    kwargs = dict(
+        split=splits, data_dir=data_dir, as_supervised=True, with_info=True
     )
+    try:
+        return tfds.load(
+            name,
+            download=True,
+            download_and_prepare_kwargs={"download_config": config},
+            **kwargs,
+        )
+    except FileExistsError:
+        # Another process generated the same data set at the same time and
+        # renamed its finished directory into place first; tfds then fails
+        # to rename this one over it. That data set is complete: read it.
+        return tfds.load(name, download=False, **kwargs)
 
 
 def _load_catalog(name, splits, data_dir, download):

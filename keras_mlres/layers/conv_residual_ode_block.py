@@ -6,6 +6,7 @@ from keras import ops
 from tensorflow.python.ops import control_flow_util
 
 from keras_mlres._checks import check_choice
+from keras_mlres._checks import check_count
 from keras_mlres._checks import is_integer
 from keras_mlres.layers.affine_ode_block import AffineODEBlock
 from keras_mlres.layers.ode_block import WeightSpec
@@ -157,6 +158,10 @@ class ConvResidualODEBlock(AffineODEBlock):
                 f"Received: filters={filters!r}"
             )
         filters = int(filters)
+        if hidden_filters is not None:
+            hidden_filters = check_count(
+                "hidden_filters", hidden_filters, minimum=1
+            )
         check_choice("normalization", normalization, NORMALIZATIONS)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_mlres._checks import check_count
 from keras_mlres._checks import is_integer
 from keras_mlres.layers.affine_ode_block import AffineODEBlock
 
@@ -65,6 +66,8 @@ class ResidualODEBlock(AffineODEBlock):
                 f"`units` must be a positive integer. Received: units={units!r}"
             )
         units = int(units)
+        if hidden_units is not None:
+            hidden_units = check_count("hidden_units", hidden_units, minimum=1)
         super().__init__(
             units,
             activation,

@@ -213,6 +213,33 @@ class LoadLocalTest(parameterized.TestCase, tf.test.TestCase):
             )
         self.assertLen(list(test), 5)
 
+    def test_a_concurrent_generation_of_the_same_data_set(self):
+        # The race of two processes, in one: while this load generates the
+        # data set, "another process" generates it too and finishes first.
+        data_dir = _tempdir(self)
+        generate = tfds.core.GeneratorBasedBuilder._download_and_prepare
+        other_process = []
+
+        def generate_while_another_finishes(builder, *args, **kwargs):
+            if not other_process:
+                other_process.append(tfds.builder("peaks", data_dir=data_dir))
+                other_process[0].download_and_prepare()
+            return generate(builder, *args, **kwargs)
+
+        with mock.patch.object(
+            tfds.core.GeneratorBasedBuilder,
+            "_download_and_prepare",
+            generate_while_another_finishes,
+        ):
+            validation = mlres_datasets.load(
+                "peaks", split="validation", batch_size=1000,
+                data_dir=data_dir,
+            )
+        self.assertTrue(other_process[0].is_prepared())
+        self.assertAllClose(
+            np.concatenate(_collect(validation)[0]), self.raw["validation"][0]
+        )
+
     def test_tfds_load_works_after_import(self):
         dataset = tfds.load(
             "peaks", split="validation", data_dir=self.data_dir,

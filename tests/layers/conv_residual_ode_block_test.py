@@ -341,6 +341,8 @@ class ConvResidualODEBlockTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(
         ("zero_filters", dict(filters=0), "`filters` must be a positive"),
         ("float_filters", dict(filters=2.5), "`filters` must be a positive"),
+        ("zero_hidden", dict(hidden_filters=0), "`hidden_filters` must be an"),
+        ("float_hidden", dict(hidden_filters=2.5), "`hidden_filters` must be"),
         ("normalization", dict(normalization="layer"), "normalization='layer'"),
         ("momentum", dict(momentum=1.0), "`momentum` must be in"),
         ("epsilon", dict(epsilon=0.0), "`epsilon` must be positive"),

@@ -187,6 +187,15 @@ class ResidualODEBlockTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"`units` must be a positive"):
             ResidualODEBlock(units)
 
+    @parameterized.named_parameters(
+        ("zero", 0), ("float", 3.7), ("negative", -2), ("string", "8")
+    )
+    def test_bad_hidden_units_raise(self, hidden_units):
+        with self.assertRaisesRegex(
+            ValueError, r"`hidden_units` must be an integer >= 1"
+        ):
+            ResidualODEBlock(4, double_layer=True, hidden_units=hidden_units)
+
     def test_numpy_integer_units(self):
         block = ResidualODEBlock(np.int64(4))
         self.assertIs(type(block.units), int)
