@@ -167,6 +167,9 @@ class Run:
     history: dict
     epoch_times: list
     epoch_times_without_compile: list
+    # The epoch (from 0) whose loss was NaN or Inf, which `fit` undid and
+    # stopped at: the history holds the epochs before it.
+    diverged_epoch: int | None = None
 
     def to_target(self, target, without_compile=False):
         times = (
@@ -174,7 +177,9 @@ class Run:
             if without_compile
             else self.epoch_times
         )
-        return reporting.time_to_target(self.history, times, target)
+        return reporting.time_to_target(
+            {"val_accuracy": self.accuracies, **self.history}, times, target
+        )
 
     @property
     def key(self):
@@ -182,8 +187,19 @@ class Run:
                 self.seed, self.blocks)
 
     @property
+    def accuracies(self):
+        """Validation accuracy per epoch (none if the first diverged)."""
+        return self.history.get("val_accuracy", [])
+
+    @property
     def best_accuracy(self):
-        return max(self.history["val_accuracy"])
+        """The best validation accuracy; 0 if the first epoch diverged."""
+        return max(self.accuracies, default=0.0)
+
+    @property
+    def final_accuracy(self):
+        """The last validation accuracy; 0 if the first epoch diverged."""
+        return self.accuracies[-1] if self.accuracies else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,21 +372,32 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
         jit_compile=settings.xla,
         steps_per_execution=args.steps_per_execution,
     )
-    clock = WallClock()
-    history = model.fit(
-        train_ds, epochs=settings.epochs, validation_data=val_ds,
-        callbacks=[clock], verbose=0,
-    )
+    clock, history = WallClock(), keras.callbacks.History()
+    diverged_epoch = None
+    started = time.perf_counter()
+    try:
+        model.fit(
+            train_ds, epochs=settings.epochs, validation_data=val_ds,
+            callbacks=[clock, history], verbose=0,
+        )
+    except mlres.NonFiniteLossError as error:
+        # A learning rate of the sweep too high for this network: the run
+        # keeps the epochs before, as the model does.
+        diverged_epoch = error.epoch
     run = Run(task, method, optimizer, learning_rate, seed, blocks,
               history.history, clock.epoch_times,
-              clock.epoch_times_without_compile)
+              clock.epoch_times_without_compile, diverged_epoch)
     args.recorded[key] = run
     with open(args.progress, "w") as f:
         json.dump([dataclasses.asdict(r) for r in args.recorded.values()], f)
+    ending = (
+        "" if diverged_epoch is None
+        else f", diverged in epoch {diverged_epoch + 1}"
+    )
     print(
         f"  {task:<9} {method:<32} {optimizer:<4} lr={learning_rate:<6g} "
         f"seed={seed} K={blocks}: best val acc {run.best_accuracy:.4f}, "
-        f"{clock.epoch_times[-1]:.1f} s",
+        f"{time.perf_counter() - started:.1f} s{ending}",
         flush=True,
     )
     _restart_if_compiled_code_fills_memory_maps()
@@ -484,10 +511,8 @@ def compare(baseline_runs, multilevel_runs, target):
                 for m in multilevel.values()),
         ),
         "final accuracy": (
-            _median([r.history["val_accuracy"][-1] for r in baseline.values()]),
-            _median(
-                [r.history["val_accuracy"][-1] for r in multilevel.values()]
-            ),
+            _median([r.final_accuracy for r in baseline.values()]),
+            _median([r.final_accuracy for r in multilevel.values()]),
         ),
         "curves": (baseline, multilevel),
     }
@@ -524,7 +549,10 @@ def plot(task, result, directory):
     runs = {}
     for name, run in (("single level", baseline[seed]),
                       ("multilevel", multilevel[seed])):
-        runs[name] = {"history": run.history, "epoch_times": run.epoch_times}
+        history = {
+            "val_accuracy": run.accuracies, "work": run.history.get("work", [])
+        }
+        runs[name] = {"history": history, "epoch_times": run.epoch_times}
     path = os.path.join(directory, f"{task}.png")
     reporting.plot_curves(runs, path, target=result["target"])
     return path

@@ -19,4 +19,5 @@ from keras_mlres.export import load_model
 from keras_mlres.hierarchy import Hierarchy
 from keras_mlres.model import DEFAULT_SCHEME
 from keras_mlres.model import MultilevelModel
+from keras_mlres.model import NonFiniteLossError
 from keras_mlres.version import __version__

@@ -631,10 +631,11 @@ class MultilevelModel(keras.Model):
 
         An epoch whose training or validation loss is NaN or Inf (NaN
         values in a dataset, labels outside the classes under XLA, a
-        learning rate too high) stops `fit` with a `ValueError`, after the
-        weights and optimizer states are put back to where that epoch
-        started: the model is never left with NaN weights, and callbacks
-        after the check (a `ModelCheckpoint`) do not see that epoch's end.
+        learning rate too high) stops `fit` with a `NonFiniteLossError` (a
+        `ValueError`), after the weights and optimizer states are put back
+        to where that epoch started: the model is never left with NaN
+        weights, and callbacks after the check (a `ModelCheckpoint`) do not
+        see that epoch's end.
         """
         if self.compiled:
             _validation.check_data(self.fine, self.loss, x, y)
@@ -856,6 +857,34 @@ class _NestedIteration(keras.callbacks.Callback):
             model.move_finer()
 
 
+class NonFiniteLossError(ValueError):
+    """Raised by `MultilevelModel.fit` at an epoch whose loss is NaN or Inf.
+
+    By the time it is raised the epoch is undone: every level's weights and
+    optimizer state are back to where the epoch started. A learning-rate
+    sweep can catch it to record the setting as diverged and go on.
+
+    Args:
+        message: The explanation, with the problem and its fix.
+        monitor: `"loss"` (training) or `"val_loss"` (validation).
+        value: The non-finite value of `monitor`.
+        epoch: The index of the epoch, from 0 as in Keras's callbacks.
+
+    Example:
+
+    >>> try:
+    ...     model.fit(train_ds, epochs=10, validation_data=val_ds)
+    ... except keras_mlres.NonFiniteLossError as error:
+    ...     print(f"{error.monitor} diverged in epoch {error.epoch + 1}")
+    """
+
+    def __init__(self, message, monitor, value, epoch):
+        super().__init__(message)
+        self.monitor = monitor
+        self.value = value
+        self.epoch = epoch
+
+
 class _FiniteLosses(keras.callbacks.Callback):
     """Stops `fit` with a clear error at an epoch whose loss is not finite.
 
@@ -884,8 +913,8 @@ class _FiniteLosses(keras.callbacks.Callback):
             self._epoch_start = [(v, v.numpy()) for v in variables]
 
     def on_epoch_end(self, epoch, logs=None):
-        problem = _nonfinite_loss_problem(logs or {}, epoch)
-        if problem is None:
+        error = _nonfinite_loss_error(logs or {}, epoch)
+        if error is None:
             return
         if self._epoch_start is not None:
             for variable, value in self._epoch_start:
@@ -893,32 +922,34 @@ class _FiniteLosses(keras.callbacks.Callback):
             # Every epoch starts with the fine network up to date (nested
             # iteration syncs it at each epoch's end).
             self._multilevel._fine_behind_active_level = False
-        raise ValueError(
-            f"{problem} fit stopped, and the weights and optimizer states are "
-            f"back to where epoch {epoch + 1} started."
-        )
+        raise error
 
 
-def _nonfinite_loss_problem(logs, epoch):
-    """Names a non-finite loss in an epoch's logs and its fix, else None."""
+def _nonfinite_loss_error(logs, epoch):
+    """The `NonFiniteLossError` for an epoch's logs, or None if finite."""
+    undone = (
+        " fit stopped, and the weights and optimizer states are back to "
+        f"where epoch {epoch + 1} started."
+    )
     loss = logs.get("loss")
     if loss is not None and not math.isfinite(loss):
-        return (
-            f"The training loss is NaN or Inf ({loss}) in epoch "
-            f"{epoch + 1}. A tf.data.Dataset's values are not checked before "
-            "training: look for NaN or Inf inputs and, under XLA "
-            "(jit_compile), sparse labels outside the classifier's classes. "
-            "If the data are clean, the learning rate is too high for the "
-            "network: lower it or clip the gradients (e.g. "
-            "Adam(clipnorm=1.0))."
+        return NonFiniteLossError(
+            f"The training loss is NaN or Inf ({loss}) in epoch {epoch + 1}. "
+            "A tf.data.Dataset's values are not checked before training: "
+            "look for NaN or Inf inputs and, under XLA (jit_compile), sparse "
+            "labels outside the classifier's classes. If the data are "
+            "clean, the learning rate is too high for the network: lower it "
+            "or clip the gradients (e.g. Adam(clipnorm=1.0))." + undone,
+            "loss", loss, epoch,
         )
     val_loss = logs.get("val_loss")
     if val_loss is not None and not math.isfinite(val_loss):
-        return (
+        return NonFiniteLossError(
             f"The validation loss is NaN or Inf ({val_loss}) after epoch "
             f"{epoch + 1} while the training loss is finite: the validation "
             "data hold NaN or Inf inputs or, under XLA (jit_compile), sparse "
             "labels outside the classifier's classes. Clean them (e.g. "
-            "np.nan_to_num, or Dataset.filter) before fit."
+            "np.nan_to_num, or Dataset.filter) before fit." + undone,
+            "val_loss", val_loss, epoch,
         )
     return None

@@ -37,6 +37,7 @@ from keras_mlres import models
 from keras_mlres import reporting
 from keras_mlres.model import DEFAULT_SCHEME
 from keras_mlres.model import MultilevelModel
+from keras_mlres.model import NonFiniteLossError
 
 # The multilevel method's settings are `DEFAULT_SCHEME` (`MultilevelModel`
 # keyword arguments); --levels, --coarsening_factor, --cycle and
@@ -465,10 +466,16 @@ def main(argv):
         _usage_error(error)
 
     load_average = os.getloadavg()
-    runs = {
-        name: _fit(name, model, data[name], output_dir)
-        for name, model in compiled.items()
-    }
+    runs = {}
+    for name, model in compiled.items():
+        try:
+            runs[name] = _fit(name, model, data[name], output_dir)
+        except NonFiniteLossError as error:
+            raise SystemExit(
+                f"Error: the {name} run diverged. {error}\nThis job's data "
+                "are clean: pass a smaller --learning_rate (it was "
+                f"{_LEARNING_RATE.value:g})."
+            ) from None
     target, rule = select_target(runs, _TARGET.value)
     summary = summarize(runs, target)
     table = reporting.summary_table(summary)

@@ -180,6 +180,48 @@ class BenchmarksTest(absltest.TestCase):
         best = script.best_configuration(low + high, 0.95)
         self.assertEqual({r.optimizer for r in best}, {"adam"})
 
+    def test_a_diverged_run_keeps_its_epochs_before_the_nan(self):
+        # Trains for real: a NaN input makes the first epoch's loss NaN.
+        script = _load_script("time_to_accuracy")
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        (train_ds, val_ds), info = script.mlres.datasets.load(
+            "peaks", batch_size=100, split=["train", "validation"],
+            data_dir=tmp, with_info=True,
+        )
+        train_ds = train_ds.take(4).map(lambda x, y: (x * float("nan"), y))
+        settings = script.TaskSettings(4, 4, 2, None, False)
+        args = types.SimpleNamespace(
+            recorded={}, progress=os.path.join(tmp, "runs.json"),
+            time_horizon=4.0, stages=1, batch_norm=False,
+            steps_per_execution=1,
+        )
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            diverged = script.train(
+                "peaks", ((train_ds, val_ds.take(2)), info, settings),
+                "single level", script.BASELINE_SCHEME, "adam", 0.01, 0,
+                args, 4,
+            )
+        self.assertIn("diverged in epoch 1", printed.getvalue())
+        self.assertEqual(diverged.diverged_epoch, 0)
+        self.assertEqual(diverged.epoch_times, [])
+        self.assertEqual(diverged.best_accuracy, 0.0)
+        self.assertEqual(diverged.final_accuracy, 0.0)
+        with open(args.progress) as f:
+            self.assertEqual(json.load(f)[0]["diverged_epoch"], 0)
+        # Against a run that trained, it never reaches the target.
+        trained = script.Run(
+            "peaks", "multilevel", "adam", 0.01, 0, 4,
+            {"val_accuracy": [0.5, 0.9], "work": [1.0, 2.0]},
+            [1.0, 2.0], [1.0, 2.0],
+        )
+        result = script.compare([diverged], [trained], 0.9)
+        self.assertEqual(result["seeds reaching target"], (0, 1))
+        self.assertEqual(result["final accuracy"], (0.0, 0.9))
+        self.assertIn("| 0.0000 / 0.9000 | 0 / 1 |", script._row("peaks", result))
+        path = script.plot("peaks", result, tmp)
+        self.assertGreater(os.path.getsize(path), 1000)
+
     def test_point_sets_and_images_have_their_own_settings(self):
         script = _load_script("time_to_accuracy")
         args = types.SimpleNamespace(

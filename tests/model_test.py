@@ -463,14 +463,17 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
         model.fit(_dataset(), epochs=1, verbose=0)
         state, predictions = _state(model), model.predict(x, verbose=0)
         with self.assertRaisesRegex(
-            ValueError,
+            mlres.NonFiniteLossError,
             "The training loss is NaN or Inf \\(nan\\) in epoch 2.*back to "
             "where epoch 2 started",
-        ):
+        ) as raised:
             model.fit(
                 _with_nan_inputs(_dataset()), epochs=2, initial_epoch=1,
                 verbose=0,
             )
+        self.assertEqual(raised.exception.monitor, "loss")
+        self.assertEqual(raised.exception.epoch, 1)
+        self.assertTrue(np.isnan(raised.exception.value))
         for after, before in zip(_state(model), state):
             self.assertAllEqual(after, before)
         self.assertAllEqual(model.predict(x, verbose=0), predictions)
@@ -498,14 +501,15 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
         model = _compiled(mlres.MultilevelModel(_fine(), **mlres.DEFAULT_SCHEME))
         state = _state(model)
         with self.assertRaisesRegex(
-            ValueError,
+            mlres.NonFiniteLossError,
             "The validation loss is NaN or Inf \\(nan\\) after epoch 1 while "
             "the training loss is finite",
-        ):
+        ) as raised:
             model.fit(
                 _dataset(), validation_data=_with_nan_inputs(_dataset(64)),
                 epochs=3, verbose=0,
             )
+        self.assertEqual(raised.exception.monitor, "val_loss")
         for after, before in zip(_state(model), state):
             self.assertAllEqual(after, before)
         self.assertEqual(model.active_level, 2)  # nested iteration did not move

@@ -192,6 +192,18 @@ class MainTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("Pass a smaller --batch_size", message)
         self.assertFalse(os.path.exists(output_dir))
 
+    def test_a_diverging_learning_rate(self):
+        message = self._main_error(
+            dataset="spiral", blocks=4, width=4, epochs=2, levels=2,
+            batch_size=250, optimizer="sgd", learning_rate=3e38,
+            jit_compile=False,
+        )
+        self.assertStartsWith(
+            message,
+            "Error: the single_level run diverged. The training loss is NaN",
+        )
+        self.assertIn("pass a smaller --learning_rate (it was 3e+38)", message)
+
     def test_unexpected_arguments(self):
         with self.assertRaises(SystemExit) as raised:
             train.main(["train", "extra"])
