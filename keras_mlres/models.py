@@ -120,7 +120,7 @@ def ode_resnet(
     num_classes,
     stages=((16, 8, 2.0), (32, 8, 2.0)),
     kernel_size=3,
-    activation="relu",
+    activation="tanh",
     normalization=None,
     double_layer=False,
     downsampling="conv",
@@ -154,6 +154,7 @@ def ode_resnet(
         kernel_size: Odd kernel size of the blocks and the opening and
             downsampling convolutions.
         activation: Activation of the blocks and the other convolutions.
+            Defaults to `"tanh"` (see `ConvResidualODEBlock`).
         normalization: Normalization of the blocks, `None` or `"batch"`.
         double_layer: Whether the blocks use the two-layer right-hand side.
         downsampling: `"conv"` or `"pool"`, see above.

@@ -248,7 +248,7 @@ class BenchmarksTest(absltest.TestCase):
         )
         self.assertIn(
             "Images (shapes): conv ODE-ResNet of 2 stages from 8 filters "
-            "(batch norm off), K = 32 blocks per stage; the first 3000 "
+            "(tanh, batch norm off), K = 32 blocks per stage; the first 3000 "
             "training examples; 6 epochs; XLA off.", text
         )
         self.assertNotIn("Images", script.describe_settings(

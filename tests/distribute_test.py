@@ -11,10 +11,8 @@ import textwrap
 
 from absl.testing import absltest
 
-# Trains the same network on the same global batches under a 2-replica
-# MirroredStrategy and on one device, for each configuration, and prints the
-# largest relative differences of weights, optimizer states and logs.
-_SCRIPT = textwrap.dedent(
+# Two CPU replicas, the network and the data of both scripts.
+_SETUP = textwrap.dedent(
     """
     import json, sys
     import tensorflow as tf
@@ -39,7 +37,15 @@ _SCRIPT = textwrap.dedent(
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 2)).astype("float32")
     y = rng.integers(0, 3, 64)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    """
+)
 
+# Trains the same network on the same global batches under a 2-replica
+# MirroredStrategy and on one device, for each configuration, and prints the
+# largest relative differences of weights, optimizer states and logs.
+_SCRIPT = _SETUP + textwrap.dedent(
+    """
     def train(strategy, options, optimizer):
         with strategy.scope():
             model = mlres.MultilevelModel(fine(), **options)
@@ -61,7 +67,6 @@ _SCRIPT = textwrap.dedent(
         return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
 
     results = {}
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for name, options, optimizer in json.loads(sys.argv[1]):
         got, got_logs = train(mirrored, options, optimizer)
         want, want_logs = train(tf.distribute.get_strategy(), options,
@@ -74,6 +79,38 @@ _SCRIPT = textwrap.dedent(
             "work": [got_logs["work"][-1], want_logs["work"][-1]],
         }
     print("RESULTS" + json.dumps(results))
+    """
+)
+
+# Under the strategy: one clean epoch, then an epoch on NaN inputs, which
+# must raise and put every replica's weights and optimizer state back.
+_RESTORE_SCRIPT = _SETUP + textwrap.dedent(
+    """
+    with mirrored.scope():
+        model = mlres.MultilevelModel(fine(), num_levels=2)
+        model.compile(
+            keras.optimizers.Adam(0.01),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    variables = list(model.weights)
+    for opt in [model.optimizer] + model.level_optimizers:
+        variables += opt.variables
+    before = [[r.numpy() for r in v.value.values] for v in variables]
+    nan = tf.data.Dataset.from_tensor_slices((x * np.nan, y)).batch(16)
+    try:
+        model.fit(nan, epochs=2, initial_epoch=1, verbose=0)
+        raised = None
+    except mlres.NonFiniteLossError as error:
+        raised = error.monitor
+    after = [[r.numpy() for r in v.value.values] for v in variables]
+    print("RESULTS" + json.dumps({
+        "raised": raised,
+        "replicas": len(before[0]),
+        "restored": all(
+            np.array_equal(a, b)
+            for replicas_a, replicas_b in zip(after, before)
+            for a, b in zip(replicas_a, replicas_b)),
+    }))
     """
 )
 
@@ -97,16 +134,26 @@ _LINE_SEARCH_CASES = {"v_cycle_3_levels_adam_line_search"}
 
 class MirroredStrategyTest(absltest.TestCase):
 
-    def test_two_replicas_match_one_device(self):
+    def _run(self, script, *args):
+        """Runs `script` in a fresh process; returns its RESULTS json."""
         completed = subprocess.run(
-            [sys.executable, "-c", _SCRIPT, json.dumps(_CASES)],
+            [sys.executable, "-c", script, *args],
             capture_output=True, text=True, timeout=600,
         )
         self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
         line = next(
             l for l in completed.stdout.splitlines() if l.startswith("RESULTS")
         )
-        results = json.loads(line[len("RESULTS"):])
+        return json.loads(line[len("RESULTS"):])
+
+    def test_a_nan_epoch_is_undone_on_every_replica(self):
+        result = self._run(_RESTORE_SCRIPT)
+        self.assertEqual(
+            result, {"raised": "loss", "replicas": 2, "restored": True}
+        )
+
+    def test_two_replicas_match_one_device(self):
+        results = self._run(_SCRIPT, json.dumps(_CASES))
         self.assertEqual(set(results), {name for name, _, _ in _CASES})
         for name, result in results.items():
             with self.subTest(name):

@@ -105,7 +105,11 @@ class ConvResidualODEBlock(AffineODEBlock):
         filters: Channels of the state y (last axis of the input).
         kernel_size: Odd positive int, or a pair of them, the size of the
             convolution windows. Defaults to 3.
-        activation: Activation of F. Defaults to `"relu"`.
+        activation: Activation of F. Defaults to `"tanh"`, under which
+            the coarse networks of a hierarchy stay close to the fine one
+            (a single-layer F with `"relu"` is never negative, and trained
+            coarse networks then lose their accuracy when prolongated:
+            README.md, "Design decisions").
         dt: Time step, a positive float. Defaults to 1.0.
         normalization: `None` (the default) or `"batch"`.
         double_layer: If True, F is the two-layer map above.
@@ -136,7 +140,7 @@ class ConvResidualODEBlock(AffineODEBlock):
         self,
         filters,
         kernel_size=3,
-        activation="relu",
+        activation="tanh",
         dt=1.0,
         normalization=None,
         double_layer=False,

@@ -163,8 +163,8 @@ class ConvResidualODEBlockTest(tf.test.TestCase, parameterized.TestCase):
         # BatchNormalization) of Keras, in both modes, and updates its moving
         # statistics as keras.layers.BatchNormalization does.
         block = ConvResidualODEBlock(
-            4, normalization="batch", double_layer=double_layer, dt=0.7,
-            momentum=0.8, epsilon=1e-2,
+            4, activation="relu", normalization="batch",
+            double_layer=double_layer, dt=0.7, momentum=0.8, epsilon=1e-2,
         )
         inputs = _images()
         block.build(inputs.shape)
