@@ -62,6 +62,23 @@ class BenchmarksTest(absltest.TestCase):
         self.assertEqual(rows["on"][0], "2")
         self.assertEqual(rows["off"][0], "2")
 
+    def test_transfer_gap_quick(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        result = _run("transfer_gap.py", "--quick", "--data_dir", tmp)
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        rows = [
+            row for row in (line.split() for line in result.stdout.splitlines())
+            if row[:1] in (["relu"], ["tanh"])
+        ]
+        # Every level, finest first, for each activation.
+        self.assertEqual(
+            [(row[0], row[2]) for row in rows],
+            [("relu", "4"), ("relu", "2"), ("tanh", "4"), ("tanh", "2")],
+        )
+        for row in rows:
+            self.assertBetween(float(row[3]), 0.0, 1.0)
+
     def test_epoch_stall_summary(self):
         script = _load_script("epoch_stall")
         results = [
