@@ -654,8 +654,11 @@ class MultilevelModel(keras.Model):
         guards = [_FiniteLosses(self)]
         if self.active_level > 0:
             guards.append(_NestedIteration(self))
+        # Flattened as Keras does: a list (nested or not), one callback, or
+        # a CallbackList (itself a callback).
         return super().fit(
-            x, y, *args, callbacks=guards + list(callbacks or []), **kwargs
+            x, y, *args, callbacks=guards + keras.tree.flatten(callbacks or []),
+            **kwargs,
         )
 
     def sync_fine_weights(self):

@@ -514,6 +514,20 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllEqual(after, before)
         self.assertEqual(model.active_level, 2)  # nested iteration did not move
 
+    @parameterized.named_parameters(
+        ("one_callback", lambda cb: cb),
+        ("nested_list", lambda cb: [[cb]]),
+        ("callback_list", lambda cb: keras.callbacks.CallbackList([cb])),
+    )
+    def test_callbacks_in_any_form_keras_takes(self, wrap):
+        model = _compiled(mlres.MultilevelModel(_fine(), **mlres.DEFAULT_SCHEME))
+        epochs = []
+        callback = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: epochs.append(epoch)
+        )
+        model.fit(_dataset(), epochs=2, callbacks=wrap(callback), verbose=0)
+        self.assertEqual(epochs, [0, 1])
+
     def test_checkpoint_callbacks_never_see_a_nan_epoch(self):
         model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
         path = os.path.join(self.get_temp_dir(), "never.keras")
