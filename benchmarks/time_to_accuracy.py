@@ -178,9 +178,7 @@ class Run:
             if without_compile
             else self.epoch_times
         )
-        return reporting.time_to_target(
-            {"val_accuracy": self.accuracies, **self.history}, times, target
-        )
+        return reporting.time_to_target(self.history, times, target)
 
     @property
     def key(self):
@@ -553,10 +551,7 @@ def plot(task, result, directory):
     runs = {}
     for name, run in (("single level", baseline[seed]),
                       ("multilevel", multilevel[seed])):
-        history = {
-            "val_accuracy": run.accuracies, "work": run.history.get("work", [])
-        }
-        runs[name] = {"history": history, "epoch_times": run.epoch_times}
+        runs[name] = {"history": run.history, "epoch_times": run.epoch_times}
     path = os.path.join(directory, f"{task}.png")
     reporting.plot_curves(runs, path, target=result["target"])
     return path

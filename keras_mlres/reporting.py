@@ -62,7 +62,8 @@ def time_to_target(history, epoch_times, target, key="val_accuracy"):
     ...                [10.0, 11.0], 0.95)
     {'epochs': 2, 'time': 11.0, 'work': 400.0}
     """
-    epoch = first_epoch_reaching(history[key], target)
+    # A run stopped in its first epoch (a NaN loss) has no logs at all.
+    epoch = first_epoch_reaching(history.get(key, []), target)
     if epoch is None:
         return {"epochs": None, "time": None, "work": None}
     work = history.get("work")
@@ -156,7 +157,8 @@ def plot_curves(runs, path, target=None, key="val_accuracy"):
 
     Args:
         runs: Dict mapping a method name to a dict with `history` (per-epoch
-            lists with `key` and `work`) and `epoch_times` (seconds).
+            lists with `key` and `work`; empty for a run stopped in its
+            first epoch) and `epoch_times` (seconds).
         path: Output file (PNG).
         target: Optional target value, drawn as a horizontal line.
         key: The plotted log.
@@ -173,10 +175,10 @@ def plot_curves(runs, path, target=None, key="val_accuracy"):
     FigureCanvasAgg(figure)
     by_time, by_work = figure.subplots(1, 2, sharey=True)
     for method, run in runs.items():
-        values = run["history"][key]
+        values = run["history"].get(key, [])
         style = dict(marker="o", markersize=3, label=method)
         by_time.plot(run["epoch_times"], values, **style)
-        by_work.plot(run["history"]["work"], values, **style)
+        by_work.plot(run["history"].get("work", []), values, **style)
     for axes, label in (
         (by_time, "wall time since the start of fit (s)"),
         (by_work, "work (fine-gradient equivalents)"),

@@ -79,6 +79,13 @@ class TimeToTargetTest(absltest.TestCase):
             {"epochs": None, "time": None, "work": None},
         )
 
+    def test_a_run_without_any_epoch_never_reaches(self):
+        # fit stopped in its first epoch (a NaN loss): History holds {}.
+        self.assertEqual(
+            reporting.time_to_target({}, [], 0.95),
+            {"epochs": None, "time": None, "work": None},
+        )
+
     def test_returns_python_floats(self):
         history = {"val_accuracy": [0.99], "work": [np.float32(50.0)]}
         result = reporting.time_to_target(history, [np.float64(3.0)], 0.9)
