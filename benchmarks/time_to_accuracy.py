@@ -81,6 +81,14 @@ ABLATION = {
     "levels4": ("nested iteration, 4 levels", dict(num_levels=4)),
     "levels5": ("nested iteration, 5 levels", dict(num_levels=5)),
     "patience2": ("nested iteration, patience 2", dict(level_patience=2)),
+    "epochs1": (
+        "nested iteration, 1 epoch per coarse level",
+        dict(max_level_epochs=1),
+    ),
+    "epochs2": (
+        "nested iteration, at most 2 epochs per coarse level",
+        dict(max_level_epochs=2),
+    ),
     "nested_v": (
         "nested iteration + V-cycles", dict(cycle="V", post_smoothing=1),
     ),
@@ -691,8 +699,8 @@ def main(argv=None):
     # A continued benchmark keeps the runs its runs.json holds beyond this
     # command's (another task's ablation, say) when it rewrites the file.
     own_runs = load_runs(args.progress) if args.continue_run else {}
-    args.recorded = {**(load_runs(args.reuse) if args.reuse else {}),
-                     **own_runs}
+    reused_runs = load_runs(args.reuse) if args.reuse else {}
+    args.recorded = {**reused_runs, **own_runs}
     # A restart to free compiled code (see `train`) keeps the start time;
     # a --continue by hand times only its own part.
     timed_from_start = not args.continue_run or _STARTED in os.environ
@@ -812,13 +820,19 @@ def main(argv=None):
         lines += ablation(depth_task, depth_blocks, main_results[depth_task],
                           best, scheme, compare_task, args)
 
+    run_keys = {run.key for run in all_runs}
+    trained = len(run_keys - set(reused_runs) - set(own_runs))
+    total_time = (f"{time.time() - started:.0f} s" + (
+        "" if timed_from_start else " (of the continued part only)"))
     if args.reuse:
-        lines += ["", f"Runs reported from `{os.path.basename(args.reuse)}`, "
-                  "recorded by an earlier run of the same settings.", ""]
+        reported = len(run_keys & set(reused_runs))
+        lines += ["", f"{reported} runs reported from "
+                  f"`{os.path.basename(args.reuse)}`, recorded by an earlier "
+                  "run of the same settings" + (
+                      f"; {trained} trained by this command in {total_time}."
+                      if trained else "."), ""]
     else:
-        lines += ["", f"Total benchmark time: {time.time() - started:.0f} s"
-                  + ("." if timed_from_start else
-                     " (of the continued part only)."), ""]
+        lines += ["", f"Total benchmark time: {total_time}.", ""]
     notes = kept_notes(args.output)
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + notes)

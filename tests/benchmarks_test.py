@@ -152,6 +152,22 @@ class BenchmarksTest(absltest.TestCase):
         with open(os.path.join(tmp, "results", "runs.json")) as f:
             self.assertCountEqual(json.load(f), runs + [other_task])
 
+        # --reuse reports the recorded runs and trains only what is missing,
+        # and its footer says which is which.
+        result = _run(
+            "time_to_accuracy.py", "--quick", "--data_dir", tmp,
+            "--output", os.path.join(tmp, "RESULTS_more.md"),
+            "--ablation", "levels2,control",
+            "--reuse", os.path.join(tmp, "results", "runs.json"),
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertEqual(result.stdout.count("best val acc"), 1)
+        self.assertRegex(
+            result.stdout,
+            r"5 runs reported from `runs\.json`, recorded by an earlier run "
+            r"of the same settings; 1 trained by this command in \d+ s\.",
+        )
+
     def test_ablation_variants_change_the_scheme_control_last(self):
         script = _load_script("time_to_accuracy")
         scheme = {"num_levels": 3, "level_patience": 1}
