@@ -342,12 +342,15 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
           blocks):
     """Trains one configuration and returns its `Run`.
 
-    With `--reuse` or `--continue`, a run recorded in runs.json is returned
-    instead of training again. Every new run is added to runs.json at once.
+    With `--continue` or `--reuse`, a run recorded in this benchmark's
+    runs.json (`args.own_runs`) or in the reused one (`args.reused_runs`)
+    is returned instead of training again. Every new run is added to this
+    benchmark's runs.json at once.
     """
     key = (task, method, optimizer, learning_rate, seed, blocks)
-    if key in args.recorded:
-        return args.recorded[key]
+    for recorded in (args.own_runs, args.reused_runs):
+        if key in recorded:
+            return recorded[key]
     (train_ds, val_ds), info, settings = data
     features_key, label_key = info.supervised_keys
     input_shape = info.features[features_key].shape
@@ -397,9 +400,9 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     run = Run(task, method, optimizer, learning_rate, seed, blocks,
               history.history, clock.epoch_times,
               clock.epoch_times_without_compile, diverged_epoch)
-    args.recorded[key] = run
+    args.own_runs[key] = run
     with open(args.progress, "w") as f:
-        json.dump([dataclasses.asdict(r) for r in args.recorded.values()], f)
+        json.dump([dataclasses.asdict(r) for r in args.own_runs.values()], f)
     ending = (
         "" if diverged_epoch is None
         else f", diverged in epoch {diverged_epoch + 1}"
@@ -698,12 +701,14 @@ def main(argv=None):
     args.progress = os.path.join(directory, "runs.json")
     # A continued benchmark keeps the runs its runs.json holds beyond this
     # command's (another task's ablation, say) when it rewrites the file.
-    own_runs = load_runs(args.progress) if args.continue_run else {}
-    reused_runs = load_runs(args.reuse) if args.reuse else {}
-    args.recorded = {**reused_runs, **own_runs}
+    args.own_runs = load_runs(args.progress) if args.continue_run else {}
+    args.reused_runs = load_runs(args.reuse) if args.reuse else {}
     # A restart to free compiled code (see `train`) keeps the start time;
     # a --continue by hand times only its own part.
     timed_from_start = not args.continue_run or _STARTED in os.environ
+    # The runs this command trains: all of its own after a restart, only
+    # the new ones after a --continue by hand.
+    trained_before = set() if timed_from_start else set(args.own_runs)
     started = float(os.environ.setdefault(_STARTED, str(time.time())))
 
     scheme = dict(DEFAULT_SCHEME)
@@ -821,11 +826,13 @@ def main(argv=None):
                           best, scheme, compare_task, args)
 
     run_keys = {run.key for run in all_runs}
-    trained = len(run_keys - set(reused_runs) - set(own_runs))
+    trained = len(run_keys & (set(args.own_runs) - trained_before))
     total_time = (f"{time.time() - started:.0f} s" + (
         "" if timed_from_start else " (of the continued part only)"))
     if args.reuse:
-        reported = len(run_keys & set(reused_runs))
+        reported = len(
+            run_keys & (set(args.reused_runs) - set(args.own_runs))
+        )
         lines += ["", f"{reported} runs reported from "
                   f"`{os.path.basename(args.reuse)}`, recorded by an earlier "
                   "run of the same settings" + (
@@ -836,7 +843,7 @@ def main(argv=None):
     notes = kept_notes(args.output)
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + notes)
-    kept_runs = {**own_runs, **{run.key: run for run in all_runs}}
+    kept_runs = {**args.own_runs, **{run.key: run for run in all_runs}}
     with open(args.progress, "w") as f:
         json.dump([dataclasses.asdict(r) for r in kept_runs.values()], f)
     print("\n".join(lines))

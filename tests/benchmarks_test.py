@@ -153,20 +153,27 @@ class BenchmarksTest(absltest.TestCase):
             self.assertCountEqual(json.load(f), runs + [other_task])
 
         # --reuse reports the recorded runs and trains only what is missing,
-        # and its footer says which is which.
+        # and its footer says which is which, also across a restart. Its
+        # own runs.json holds the runs it reports, not the whole reused file
+        # (the ellipses run).
         result = _run(
             "time_to_accuracy.py", "--quick", "--data_dir", tmp,
             "--output", os.path.join(tmp, "RESULTS_more.md"),
             "--ablation", "levels2,control",
             "--reuse", os.path.join(tmp, "results", "runs.json"),
+            env={"TIME_TO_ACCURACY_MAX_MAPS": "1"},
         )
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
         self.assertEqual(result.stdout.count("best val acc"), 1)
+        self.assertEqual(result.stdout.count("restarting with --continue"), 1)
         self.assertRegex(
             result.stdout,
             r"5 runs reported from `runs\.json`, recorded by an earlier run "
             r"of the same settings; 1 trained by this command in \d+ s\.",
         )
+        with open(os.path.join(tmp, "results_more", "runs.json")) as f:
+            tasks = [r["task"] for r in json.load(f)]
+        self.assertCountEqual(tasks, ["spiral"] * 4 + ["shapes"] * 2)
 
     def test_ablation_variants_change_the_scheme_control_last(self):
         script = _load_script("time_to_accuracy")
@@ -225,7 +232,8 @@ class BenchmarksTest(absltest.TestCase):
         train_ds = train_ds.take(4).map(lambda x, y: (x * float("nan"), y))
         settings = script.TaskSettings(4, 4, 2, None, False)
         args = types.SimpleNamespace(
-            recorded={}, progress=os.path.join(tmp, "runs.json"),
+            own_runs={}, reused_runs={},
+            progress=os.path.join(tmp, "runs.json"),
             time_horizon=4.0, stages=1, batch_norm=False,
             steps_per_execution=1,
         )
