@@ -323,6 +323,9 @@ def load_runs(path):
 # (the variable overrides the limit, for tests).
 _MAX_MEMORY_MAPS = int(os.environ.get("TIME_TO_ACCURACY_MAX_MAPS", 40_000))
 _STARTED = "TIME_TO_ACCURACY_STARTED"
+# The flags the benchmark was started with, which a restart's added
+# --continue must not change in the results' command line.
+_FLAGS = "TIME_TO_ACCURACY_FLAGS"
 
 
 def _restart_if_compiled_code_fills_memory_maps():
@@ -710,6 +713,9 @@ def main(argv=None):
     # the new ones after a --continue by hand.
     trained_before = set() if timed_from_start else set(args.own_runs)
     started = float(os.environ.setdefault(_STARTED, str(time.time())))
+    flags = json.loads(os.environ.setdefault(
+        _FLAGS, json.dumps(sys.argv[1:] if argv is None else argv)
+    ))
 
     scheme = dict(DEFAULT_SCHEME)
     image_tasks = [t for t in tasks if is_image_task(t, args.data_dir)]
@@ -752,9 +758,8 @@ def main(argv=None):
         "# Time to accuracy: multilevel vs single-level training",
         "",
         "Command: `" + " ".join(
-            ["python benchmarks/time_to_accuracy.py"] + _flags_without_reuse(
-                sys.argv[1:] if argv is None else argv
-            )
+            ["python benchmarks/time_to_accuracy.py"]
+            + _flags_without_reuse(flags)
         ) + "`",
         "",
         describe_settings(

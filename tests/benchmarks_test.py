@@ -131,8 +131,13 @@ class BenchmarksTest(absltest.TestCase):
         # The tables are new; the notes below the marker are kept.
         self.assertNotIn("# Old tables", text)
         self.assertTrue(text.endswith(marker + notes), text[-300:])
-        # Every run was trained once, across the restarts.
+        # Every run was trained once, across the restarts, and the command
+        # line is the one the benchmark was started with.
         self.assertRegex(text, r"Total benchmark time: \d+ s\.")
+        self.assertIn(
+            "Command: `python benchmarks/time_to_accuracy.py --quick "
+            f"--data_dir {tmp} --output {output}`", text,
+        )
         with open(os.path.join(tmp, "results", "runs.json")) as f:
             runs = json.load(f)
         keys = [(r["task"], r["method"], r["seed"]) for r in runs]
