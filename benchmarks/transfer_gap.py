@@ -10,7 +10,8 @@ and prints each level's validation accuracy.
 
 Usage:
     python benchmarks/transfer_gap.py [--activations relu,tanh]
-        [--blocks 32] [--levels 3] [--epochs 3] [--seeds 1] [--quick]
+        [--blocks 32] [--levels 3] [--epochs 3] [--seeds 1]
+        [--time_horizon 4] [--interpolation constant] [--quick]
 """
 
 import argparse
@@ -33,7 +34,10 @@ def level_accuracies(activation, seed, data, args):
     keras.utils.set_random_seed(seed)
     fine = mlres.models.ode_resnet(
         (28, 28, 1), 6,
-        stages=[(args.width * 2**i, args.blocks, 4.0) for i in range(2)],
+        stages=[
+            (args.width * 2**i, args.blocks, args.time_horizon)
+            for i in range(2)
+        ],
         activation=activation,
     )
     model = mlres.MultilevelModel(
@@ -43,6 +47,7 @@ def level_accuracies(activation, seed, data, args):
             num_levels=args.levels,
             max_level_epochs=args.epochs,
             level_patience=args.epochs,
+            interpolation=args.interpolation,
         ),
     )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -70,6 +75,11 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=8,
                         help="filters of the first stage")
     parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--time_horizon", type=float, default=4.0,
+                        help="T of each stage")
+    parser.add_argument("--interpolation", default="constant",
+                        choices=["constant", "linear"],
+                        help="prolongation in depth")
     parser.add_argument("--epochs", type=int, default=3,
                         help="epochs on the coarsest level")
     parser.add_argument("--learning_rate", type=float, default=3e-3)
