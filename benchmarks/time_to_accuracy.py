@@ -16,9 +16,14 @@ Reported per task: median speedups (per seed, best configuration of each
 method) in wall time from the start of `fit` (compile included, as a user
 waits), in wall time without compile (estimated by `WallClock`), and in work
 (fine-gradient equivalents); final validation accuracies. Then the scaling of
-the speedup with depth (K = 32 .. 256 on the first task) and an ablation of
+the speedup with depth (K = 32 .. 512 on the first task) and an ablation of
 the multilevel options on the first task. Both methods of a comparison run
 side by side in the same process on the same machine.
+
+The point sets' defaults (width 64, K = 512) make a fine epoch cost 7-8 s
+on 2 CPU cores, so that compile (about 2 s per trained level) is a small
+part of the time to the target. At small sizes compile decides the wall
+time (`RESULTS_w16.md`: width 16, K = 64, the flags in the usage below).
 
 Writes `benchmarks/RESULTS.md` (tables), `benchmarks/results/*.png` (curves)
 and a JSON file of every run.
@@ -26,6 +31,9 @@ and a JSON file of every run.
 Usage:
     python benchmarks/time_to_accuracy.py              # the full benchmark
     python benchmarks/time_to_accuracy.py --quick      # a smoke run
+    python benchmarks/time_to_accuracy.py --width 16 --blocks 64 \
+        --depths 32,64,128,256 --epochs 12 \
+        --output benchmarks/RESULTS_w16.md     # the small, compile-bound size
     python benchmarks/time_to_accuracy.py --tasks shapes --image_blocks 16 \
         --output benchmarks/RESULTS_shapes.md   # the image task alone
 """
@@ -631,13 +639,13 @@ def main(argv=None):
     parser.add_argument("--tasks", default="peaks,spiral,ellipses,shapes")
     parser.add_argument("--seeds", type=int, default=3)
     # Point sets (vectors): a dense network.
-    parser.add_argument("--blocks", type=int, default=64,
+    parser.add_argument("--blocks", type=int, default=512,
                         help="K of the dense networks (point sets)")
-    parser.add_argument("--depths", default="32,64,128,256",
+    parser.add_argument("--depths", default="32,64,128,256,512",
                         help="K of the depth scaling (on the first task)")
-    parser.add_argument("--width", type=int, default=16,
+    parser.add_argument("--width", type=int, default=64,
                         help="width of the dense networks (point sets)")
-    parser.add_argument("--epochs", type=int, default=12,
+    parser.add_argument("--epochs", type=int, default=10,
                         help="epochs of each point-set run")
     parser.add_argument("--train_examples", type=int, default=None,
                         help="train point sets on their first N examples")

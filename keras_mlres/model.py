@@ -112,7 +112,7 @@ class MultilevelModel(keras.Model):
             learning rate on every level. With nested iteration a larger
             coarse rate acts like a learning-rate schedule (high, then
             low), and too large a rate can stall a conv network; see
-            benchmarks/RESULTS.md before raising it. A coarse network's
+            benchmarks/RESULTS_w16.md before raising it. A coarse network's
             larger steps also lower its stable learning rate: if the
             coarse levels stall at a rate the fine network takes, lower
             theirs, e.g. with `1 / coarsening_factor`, which for SGD
