@@ -16,9 +16,11 @@ Reported per task: median speedups (per seed, best configuration of each
 method) in wall time from the start of `fit` (compile included, as a user
 waits), in wall time without compile (estimated by `WallClock`), and in work
 (fine-gradient equivalents); final validation accuracies. Then the scaling of
-the speedup with depth (K = 32 .. 512 on the first task) and an ablation of
-the multilevel options on the first task. Both methods of a comparison run
-side by side in the same process on the same machine.
+the speedup with depth (K = 32, 64, ... up to the first task's K, or
+--depths) and an ablation of the multilevel options on the first task. Both
+methods of a comparison run side by side in the same process on the same
+machine. --replicate trains the best configurations of an earlier run again,
+over --seeds seeds, against its targets: a check of its tasks table.
 
 The point sets' defaults (width 64, K = 512) make a fine epoch cost 7-8 s
 on 2 CPU cores, so that compile (about 2 s per trained level) is a small
@@ -36,6 +38,9 @@ Usage:
         --output benchmarks/RESULTS_w16.md     # the small, compile-bound size
     python benchmarks/time_to_accuracy.py --tasks shapes --image_blocks 16 \
         --output benchmarks/RESULTS_shapes.md   # the image task alone
+    python benchmarks/time_to_accuracy.py --seeds 8 \
+        --replicate benchmarks/results/runs.json \
+        --output benchmarks/RESULTS_replicate.md  # RESULTS.md's tasks again
 """
 
 import argparse
@@ -62,6 +67,10 @@ from keras_mlres.train import fine_network  # noqa: E402
 from keras_mlres.train import validation_split  # noqa: E402
 
 LEARNING_RATES = {"sgd": (0.03, 0.1, 0.3), "adam": (3e-3, 1e-2, 3e-2)}
+# The target is this fraction of the best single-level validation accuracy.
+TARGET_FRACTION = 0.98
+# The shallowest K of the depth scaling's default.
+_SHALLOWEST_DEPTH = 32
 # Each variant overrides some of DEFAULT_SCHEME's entries; --ablation picks
 # variants by key.
 _ONE_CYCLE_PER_BATCH = dict(nested_iteration=False, post_smoothing=1)
@@ -169,6 +178,44 @@ def ablation_variants(keys, scheme):
     if CONTROL_KEY in keys:
         variants[CONTROL[0]] = CONTROL[1]
     return variants
+
+
+def depth_list(text):
+    """Parses --depths: comma-separated positive numbers of blocks.
+
+    Args:
+        text: Numbers of blocks joined by commas, such as "32,64,128".
+
+    Returns:
+        The list of ints.
+
+    Raises:
+        argparse.ArgumentTypeError: If an entry is not a positive integer.
+    """
+    try:
+        depths = [int(k) for k in text.split(",")]
+    except ValueError:
+        depths = []
+    if not depths or min(depths) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--depths {text!r} is not a list of positive numbers of blocks "
+            "joined by commas, such as 32,64,128."
+        )
+    return depths
+
+
+def default_depths(blocks):
+    """The depth scaling's K values for a fine network of `blocks` blocks.
+
+    Powers of 2 from 32 below `blocks`, then `blocks` itself: 32, 64, 128,
+    256, 512 for K = 512; only `blocks` below 32.
+    """
+    depths = []
+    depth = _SHALLOWEST_DEPTH
+    while depth < blocks:
+        depths.append(depth)
+        depth *= 2
+    return depths + [blocks]
 
 
 @dataclasses.dataclass
@@ -500,6 +547,47 @@ def best_configuration(runs, target):
     return min(configurations.values(), key=median_time_then_accuracy)
 
 
+def target_of(baseline_runs):
+    """The target: `TARGET_FRACTION` of the runs' best validation accuracy."""
+    return TARGET_FRACTION * max(r.best_accuracy for r in baseline_runs)
+
+
+def recorded_choices(path, task, blocks):
+    """Returns what an earlier benchmark chose for a task: configurations, target.
+
+    The choices of that benchmark's tasks table, remade from its runs of
+    `task` at K = `blocks`: each method's configuration with the least
+    median time to the target, and the target.
+
+    Args:
+        path: The earlier benchmark's runs.json.
+        task: The task's name.
+        blocks: K of the task's fine network.
+
+    Returns:
+        `(configurations, target)`: a dict from "baseline" and "multilevel"
+        to an `(optimizer, learning_rate)` pair, and the target accuracy.
+
+    Raises:
+        ValueError: If the file lacks runs of either method on the task at
+            that K.
+    """
+    runs = {"single level": [], "multilevel": []}
+    for run in load_runs(path).values():
+        if run.task == task and run.blocks == blocks and run.method in runs:
+            runs[run.method].append(run)
+    missing = [method for method, found in runs.items() if not found]
+    if missing:
+        raise ValueError(
+            f"{path} has no {' or '.join(missing)} runs of {task} at K = "
+            f"{blocks}: replicate a benchmark that ran this task at this "
+            "size, or pass the --tasks, --blocks and --image_blocks it ran."
+        )
+    target = target_of(runs["single level"])
+    result = compare(runs["single level"], runs["multilevel"], target)
+    return result["configuration"], target
+
+
 def compare(baseline_runs, multilevel_runs, target):
     """Median per-seed speedups of the best configurations."""
     baseline = {r.seed: r for r in best_configuration(baseline_runs, target)}
@@ -634,6 +722,49 @@ def ablation(task, blocks, default_result, best, scheme, compare_task, args):
     return lines
 
 
+def depth_scaling_and_ablation(task, blocks, result, scheme, compare_task,
+                               args):
+    """Runs the depth scaling and (unless skipped) the ablation of a task.
+
+    Both run each method's best configuration of the task only (the full
+    sweep of every variant would take hours).
+
+    Args:
+        task: The task (the benchmark's first).
+        blocks: K of the task's fine network.
+        result: The task's comparison at K = `blocks` (its tasks-table row).
+        scheme: The default multilevel scheme.
+        compare_task: Trains and compares one method against the baseline.
+        args: The parsed flags.
+
+    Returns:
+        The sections' lines.
+    """
+    best = result["configuration"]
+    lines = [
+        "## Scaling with depth (" + task + ")",
+        "",
+        "Each method with its best configuration on K = "
+        f"{blocks}; the target is {TARGET_FRACTION:.0%} of that K's best "
+        "single-level accuracy.",
+        "",
+        _HEADER.format(first="K"),
+    ]
+    for depth in args.depths or default_depths(blocks):
+        if depth == blocks:
+            depth_result = result
+        else:
+            depth_result = compare_task(
+                task, depth, scheme, "multilevel",
+                [best["baseline"]], [best["multilevel"]],
+            )
+        lines.append(_row(str(depth), depth_result))
+    if not args.skip_ablation:
+        lines += ablation(task, blocks, result, best, scheme, compare_task,
+                          args)
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="peaks,spiral,ellipses,shapes")
@@ -641,8 +772,10 @@ def main(argv=None):
     # Point sets (vectors): a dense network.
     parser.add_argument("--blocks", type=int, default=512,
                         help="K of the dense networks (point sets)")
-    parser.add_argument("--depths", default="32,64,128,256,512",
-                        help="K of the depth scaling (on the first task)")
+    parser.add_argument("--depths", type=depth_list, default=None,
+                        help="comma-separated K of the depth scaling (on the "
+                        "first task); default: powers of 2 from 32 up to "
+                        "that task's K, then its K")
     parser.add_argument("--width", type=int, default=64,
                         help="width of the dense networks (point sets)")
     parser.add_argument("--epochs", type=int, default=10,
@@ -691,10 +824,14 @@ def main(argv=None):
                         action="store_true",
                         help="continue an interrupted run of the same "
                         "settings from the runs.json it wrote so far")
+    parser.add_argument("--replicate", help="an earlier benchmark's "
+                        "runs.json: train each task's best configuration of "
+                        "each method in it again over --seeds seeds, "
+                        "against its target; report the tasks table only")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.seeds = "spiral,shapes", 1
-        args.blocks, args.depths, args.image_blocks = 8, "8", 8
+        args.blocks = args.image_blocks = 8
         args.epochs = args.image_epochs = 2
         args.learning_rates, args.optimizers = 1, "adam"
         args.image_width = 4
@@ -729,6 +866,18 @@ def main(argv=None):
     image_tasks = [t for t in tasks if is_image_task(t, args.data_dir)]
     settings = {task: task_settings(task in image_tasks, args)
                 for task in tasks}
+    if args.replicate:
+        # Every task's choices before any training: a task the file lacks
+        # stops the command at once.
+        try:
+            replicated = {
+                task: recorded_choices(
+                    args.replicate, task, settings[task].blocks
+                )
+                for task in tasks
+            }
+        except (OSError, ValueError) as error:
+            parser.error(f"--replicate: {error}")
     data = {
         task: mlres.datasets.load(
             task, batch_size=args.batch_size,
@@ -744,7 +893,8 @@ def main(argv=None):
     all_runs, lines, baselines = [], [], {}
 
     def compare_task(task, blocks, multilevel_scheme, method,
-                     base_configurations=None, configurations=None):
+                     base_configurations=None, configurations=None,
+                     target=None):
         methods = {method: (multilevel_scheme, configurations)}
         if (task, blocks) not in baselines:
             methods["single level"] = (BASELINE_SCHEME, base_configurations)
@@ -753,14 +903,37 @@ def main(argv=None):
         for method_runs in runs.values():
             all_runs.extend(method_runs)
         base = baselines[task, blocks]
-        target = 0.98 * max(r.best_accuracy for r in base)
-        return compare(base, runs[method], target)
+        return compare(
+            base, runs[method], target_of(base) if target is None else target
+        )
 
     print(f"Default scheme: {scheme}", flush=True)
     main_results = {}
     for task in tasks:
-        main_results[task] = compare_task(
-            task, settings[task].blocks, scheme, "multilevel"
+        if args.replicate:
+            chosen, target = replicated[task]
+            main_results[task] = compare_task(
+                task, settings[task].blocks, scheme, "multilevel",
+                [chosen["baseline"]], [chosen["multilevel"]], target,
+            )
+        else:
+            main_results[task] = compare_task(
+                task, settings[task].blocks, scheme, "multilevel"
+            )
+    if args.replicate:
+        choices = (
+            "Configurations and targets (both methods): each task's best "
+            f"configuration of each method and its target in "
+            f"`{args.replicate}`, trained again."
+        )
+    else:
+        choices = (
+            "Sweep (both methods): " + ", ".join(
+                f"{o} lr {LEARNING_RATES[o][: args.learning_rates]}"
+                for o in args.optimizers
+            )
+            + f". Target: {TARGET_FRACTION:.0%} of the best single-level "
+            "validation accuracy."
         )
     lines += [
         "# Time to accuracy: multilevel vs single-level training",
@@ -772,13 +945,7 @@ def main(argv=None):
         "",
         describe_settings(
             [t for t in tasks if t not in image_tasks], image_tasks, args
-        ) + " Sweep (both methods): "
-        + ", ".join(
-            f"{o} lr {LEARNING_RATES[o][: args.learning_rates]}"
-            for o in args.optimizers
-        )
-        + ". Target: 98% of the best single-level validation accuracy. "
-        f"Multilevel default scheme: `{scheme}`.",
+        ) + " " + choices + f" Multilevel default scheme: `{scheme}`.",
         "",
         "Speedup = baseline / multilevel, per seed, best configuration of "
         "each method; the median over seeds is shown (a seed on which the "
@@ -810,33 +977,11 @@ def main(argv=None):
         plot(task, result, directory)
         lines += [f"![{task}]({stem}/{task}.png)", ""]
 
-    # Depth scaling and ablation run each method's best configuration of
-    # the first task only (the full sweep of every variant would take hours).
-    depth_task = tasks[0]
-    depth_blocks = settings[depth_task].blocks
-    best = main_results[depth_task]["configuration"]
-    lines += [
-        "## Scaling with depth (" + depth_task + ")",
-        "",
-        "Each method with its best configuration on K = "
-        f"{depth_blocks}; the target is 98% of that K's best single-level "
-        "accuracy.",
-        "",
-        _HEADER.format(first="K"),
-    ]
-    for blocks in [int(k) for k in args.depths.split(",")]:
-        if blocks == depth_blocks:
-            result = main_results[depth_task]
-        else:
-            result = compare_task(
-                depth_task, blocks, scheme, "multilevel",
-                [best["baseline"]], [best["multilevel"]],
-            )
-        lines.append(_row(str(blocks), result))
-
-    if not args.skip_ablation:
-        lines += ablation(depth_task, depth_blocks, main_results[depth_task],
-                          best, scheme, compare_task, args)
+    if not args.replicate:
+        lines += depth_scaling_and_ablation(
+            tasks[0], settings[tasks[0]].blocks, main_results[tasks[0]],
+            scheme, compare_task, args,
+        )
 
     run_keys = {run.key for run in all_runs}
     trained = len(run_keys & (set(args.own_runs) - trained_before))

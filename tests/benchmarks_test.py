@@ -5,6 +5,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,6 +181,26 @@ class BenchmarksTest(absltest.TestCase):
             tasks = [r["task"] for r in json.load(f)]
         self.assertCountEqual(tasks, ["spiral"] * 4 + ["shapes"] * 2)
 
+        # --replicate reports the tasks table again, with the targets of the
+        # replicated runs (here reused: same seed, nothing to train).
+        result = _run(
+            "time_to_accuracy.py", "--quick", "--data_dir", tmp,
+            "--output", os.path.join(tmp, "RESULTS_replicate.md"),
+            "--replicate", os.path.join(tmp, "results", "runs.json"),
+            "--reuse", os.path.join(tmp, "results", "runs.json"),
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertNotIn("best val acc", result.stdout)
+        with open(os.path.join(tmp, "RESULTS_replicate.md")) as f:
+            replicated = f.read()
+        self.assertIn("its target in `" + os.path.join(tmp, "results",
+                                                       "runs.json"),
+                      replicated)
+        self.assertNotIn("## Scaling with depth", replicated)
+        for task in ("spiral", "shapes"):
+            row = re.search(rf"\| {task} \| .*", text).group()
+            self.assertIn(row, replicated)
+
     def test_ablation_variants_change_the_scheme_control_last(self):
         script = _load_script("time_to_accuracy")
         scheme = {"num_levels": 3, "level_patience": 1}
@@ -300,6 +321,65 @@ class BenchmarksTest(absltest.TestCase):
         self.assertNotIn("Images", script.describe_settings(
             ["peaks"], [], args
         ))
+
+    def test_default_depths_double_from_32_up_to_the_fine_k(self):
+        script = _load_script("time_to_accuracy")
+        self.assertEqual(script.default_depths(512), [32, 64, 128, 256, 512])
+        self.assertEqual(script.default_depths(100), [32, 64, 100])
+        self.assertEqual(script.default_depths(32), [32])
+        self.assertEqual(script.default_depths(8), [8])
+        self.assertEqual(script.depth_list("64,16"), [64, 16])
+        for text in ("", "32,x", "0,32", "32,,64"):
+            with self.assertRaisesRegex(
+                script.argparse.ArgumentTypeError, "positive numbers"
+            ):
+                script.depth_list(text)
+
+    def test_replicate_takes_each_methods_best_configuration_and_target(self):
+        script = _load_script("time_to_accuracy")
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+
+        def runs(method, optimizer, rate, accuracies):
+            return [
+                script.Run("peaks", method, optimizer, rate, seed, 16,
+                           {"val_accuracy": accuracies, "work": [1, 2, 3]},
+                           [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+                for seed in range(3)
+            ]
+
+        recorded = (
+            # The baseline's best configuration is the faster, not the one
+            # that reaches the best accuracy, which sets the target.
+            runs("single level", "sgd", 0.1, [0.5, 0.99, 0.99])
+            + runs("single level", "adam", 0.01, [0.5, 0.5, 1.0])
+            + runs("multilevel", "sgd", 0.1, [0.5, 0.5, 0.99])
+            + runs("multilevel", "adam", 0.03, [0.99, 0.99, 0.99])
+        )
+        path = os.path.join(tmp, "runs.json")
+        with open(path, "w") as f:
+            json.dump([script.dataclasses.asdict(r) for r in recorded], f)
+        configurations, target = script.recorded_choices(path, "peaks", 16)
+        self.assertEqual(
+            configurations,
+            {"baseline": ("sgd", 0.1), "multilevel": ("adam", 0.03)},
+        )
+        self.assertAlmostEqual(target, 0.98)
+        with self.assertRaisesRegex(
+            ValueError, "no single level or multilevel runs of spiral at "
+            "K = 16: replicate a benchmark that ran this task"
+        ):
+            script.recorded_choices(path, "spiral", 16)
+        with self.assertRaisesRegex(ValueError, "runs of peaks at K = 32"):
+            script.recorded_choices(path, "peaks", 32)
+        # On the command line, before anything trains.
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            with self.assertRaises(SystemExit):
+                script.main(["--tasks", "spiral", "--blocks", "16",
+                             "--replicate", path])
+        self.assertIn("--replicate: " + path + " has no single level or "
+                      "multilevel runs of spiral", stderr.getvalue())
 
     def test_unknown_ablation_variant_is_a_usage_error(self):
         script = _load_script("time_to_accuracy")
