@@ -356,6 +356,7 @@ class MultilevelModel(keras.Model):
             **kwargs: Passed to `keras.Model.export`.
         """
         self._sync_levels()
+        _check_finite_weights(self, filepath)
         return export_lib.export_model(
             self, filepath, format=format, level=level, verbose=verbose,
             input_signature=input_signature, **kwargs,
@@ -640,7 +641,10 @@ class MultilevelModel(keras.Model):
         `ValueError`), after the weights and optimizer states are put back
         to where that epoch started: the model is never left with NaN
         weights, and callbacks after the check (a `ModelCheckpoint`) do not
-        see that epoch's end.
+        see that epoch's end. A checkpoint taken mid-epoch after the weights
+        turned NaN (`ModelCheckpoint` with `save_freq` in batches) is refused
+        by `save` with a `ValueError`; `fit` then undoes the epoch the same
+        way and re-raises it.
         """
         if self.compiled:
             _validation.check_data(self.fine, self.loss, x, y)
@@ -661,10 +665,23 @@ class MultilevelModel(keras.Model):
             guards.append(_NestedIteration(self))
         # Flattened as Keras does: a list (nested or not), one callback, or
         # a CallbackList (itself a callback).
-        return super().fit(
-            x, y, *args, callbacks=guards + keras.tree.flatten(callbacks or []),
-            **kwargs,
-        )
+        try:
+            return super().fit(
+                x, y, *args,
+                callbacks=guards + keras.tree.flatten(callbacks or []),
+                **kwargs,
+            )
+        except Exception:
+            # Raised mid-epoch, e.g. by a ModelCheckpoint(save_freq=<batches>)
+            # that refused NaN weights: no epoch end undoes the epoch.
+            if not _finite(self._network_weights()):
+                guards[0].undo_epoch()
+            raise
+
+    def _network_weights(self):
+        """Every level's network weights (not the model's bookkeeping, such
+        as nested iteration's best loss, which starts at Inf)."""
+        return [w for network in self.hierarchy.models for w in network.weights]
 
     def sync_fine_weights(self):
         """Prolongates the active level's weights up to the fine network."""
@@ -719,13 +736,22 @@ class MultilevelModel(keras.Model):
         with a coarse level that nested iteration is training (a checkpoint
         taken mid-epoch, e.g. by `ModelCheckpoint(save_freq=...)`, would
         otherwise hold the stage weights of the epoch's start).
+
+        Raises:
+            ValueError: If a weight is NaN or Inf (training diverged). Nothing
+                is written: a file already at `filepath` is left as it was.
+                Raised mid-epoch within `fit` (by a `ModelCheckpoint` with
+                `save_freq` in batches), it stops `fit`, and the weights and
+                optimizer states are put back to where the epoch started.
         """
         self._sync_levels()
+        _check_finite_weights(self, filepath)
         return super().save(filepath, *args, **kwargs)
 
     def save_weights(self, filepath, *args, **kwargs):
         """Saves the weights, as `keras.Model.save_weights` (see `save`)."""
         self._sync_levels()
+        _check_finite_weights(self, filepath)
         return super().save_weights(filepath, *args, **kwargs)
 
     def resume_schedule(self):
@@ -924,13 +950,41 @@ class _FiniteLosses(keras.callbacks.Callback):
         error = _nonfinite_loss_error(logs or {}, epoch)
         if error is None:
             return
-        if self._epoch_start is not None:
-            for variable, value in self._epoch_start:
-                variable.assign(value)
-            # Every epoch starts with the fine network up to date (nested
-            # iteration syncs it at each epoch's end).
-            self._multilevel._fine_behind_active_level = False
+        self.undo_epoch()
         raise error
+
+    def undo_epoch(self):
+        """Puts the state back to where the current epoch started."""
+        if self._epoch_start is None:
+            return
+        for variable, value in self._epoch_start:
+            variable.assign(value)
+        # Every epoch starts with the fine network up to date (nested
+        # iteration syncs it at each epoch's end).
+        self._multilevel._fine_behind_active_level = False
+
+
+def _finite(variables):
+    """Whether every floating-point variable holds only finite values."""
+    return all(
+        np.all(np.isfinite(keras.ops.convert_to_numpy(variable)))
+        for variable in variables
+        if keras.backend.is_float_dtype(variable.dtype)
+    )
+
+
+def _check_finite_weights(model, filepath):
+    """Raises a `ValueError` if a weight is NaN or Inf, before writing."""
+    for variable in model._network_weights():
+        if not _finite([variable]):
+            raise ValueError(
+                f"The weight {variable.path} holds NaN or Inf values, so "
+                f"nothing was written to {filepath} (a file already there is "
+                "left as it was). Training diverged: lower the learning "
+                "rate or clip the gradients (e.g. Adam(clipnorm=1.0)), and "
+                "look for NaN or Inf inputs. Within fit, the weights are "
+                "then put back to where the epoch started."
+            )
 
 
 def _nonfinite_loss_error(logs, epoch):

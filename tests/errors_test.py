@@ -121,6 +121,14 @@ _FIT_TRIGGERS = {
     "the same in a validation dataset": lambda m: m.fit(
         *_data(), validation_data=_nan_dataset(8), verbose=0
     ),
+    "NaN or Inf weights in a checkpoint taken mid-epoch (`ModelCheckpoint` "
+    "with `save_freq` in batches)": lambda m: m.fit(
+        _nan_dataset(16), verbose=0, callbacks=[
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(tempfile.mkdtemp(), "never.keras"), save_freq=1
+            )
+        ],
+    ),
 }
 _CONSTRUCTOR_TRIGGERS = {
     "a model without any `ODEStack`": lambda m: mlres.MultilevelModel(

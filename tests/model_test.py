@@ -439,6 +439,19 @@ def _with_nan_inputs(dataset):
     return dataset.map(lambda x, y: (x * np.float32("nan"), y))
 
 
+def _contents(path):
+    """A file's bytes, or a directory's files' bytes by relative path."""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return f.read()
+    contents = {}
+    for directory, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                contents[os.path.relpath(f.name, path)] = f.read()
+    return contents
+
+
 _GUARDED_SCHEMES = (
     ("v_cycle", dict(num_levels=2)),
     ("nested_iteration", mlres.DEFAULT_SCHEME),
@@ -537,6 +550,55 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
                 callbacks=[keras.callbacks.ModelCheckpoint(path)],
             )
         self.assertFalse(os.path.exists(path))
+
+    @parameterized.named_parameters(
+        ("save", "model.keras", lambda model, path: model.save(path)),
+        ("save_weights", "model.weights.h5",
+         lambda model, path: model.save_weights(path)),
+        ("export", "exported",
+         lambda model, path: model.export(path, verbose=False)),
+    )
+    def test_nan_weights_are_never_written(self, name, write):
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        model.fit(_dataset(), epochs=1, verbose=0)
+        path = os.path.join(self.get_temp_dir(), name)
+        write(model, path)
+        written = _contents(path)
+        kernel = model.fine.trainable_weights[2]
+        diverged = kernel.numpy()
+        diverged.flat[0] = np.inf
+        kernel.assign(diverged)
+        with self.assertRaisesRegex(
+            ValueError,
+            f"The weight {kernel.path} holds NaN or Inf values, so nothing "
+            f"was written to {path} \\(a file already there is left as it "
+            "was\\). Training diverged: lower the learning rate",
+        ):
+            write(model, path)
+        self.assertEqual(_contents(path), written)
+
+    def test_a_checkpoint_refusing_nan_weights_mid_epoch_undoes_the_epoch(
+        self,
+    ):
+        model = _compiled(mlres.MultilevelModel(_fine(), **mlres.DEFAULT_SCHEME))
+        model.fit(_dataset(), epochs=1, verbose=0)
+        path = os.path.join(self.get_temp_dir(), "checkpoint.keras")
+        model.save(path)
+        saved, state = _contents(path), _state(model)
+        with self.assertRaisesRegex(ValueError, "so nothing was written to"):
+            model.fit(
+                _with_nan_inputs(_dataset()), epochs=2, initial_epoch=1,
+                verbose=0,
+                callbacks=[keras.callbacks.ModelCheckpoint(path, save_freq=2)],
+            )
+        self.assertEqual(_contents(path), saved)
+        for after, before in zip(_state(model), state):
+            self.assertAllEqual(after, before)
+        # Training goes on from there once the data are clean.
+        model.fit(_dataset(), epochs=1, verbose=0)
+        self.assertTrue(
+            np.isfinite(model.predict(_spiral(8, seed=1)[0], verbose=0)).all()
+        )
 
     def test_terminate_on_nan_stops_at_the_batch_then_the_epoch_is_undone(
         self,
