@@ -841,6 +841,21 @@ def main(argv=None):
         args.ablation = [CONTROL_KEY] if args.quick else ablation_keys("all")
     args.optimizers = args.optimizers.split(",")
     tasks = args.tasks.split(",")
+    image_tasks = [t for t in tasks if is_image_task(t, args.data_dir)]
+    settings = {task: task_settings(task in image_tasks, args)
+                for task in tasks}
+    if args.replicate:
+        # Every task's choices before anything is written or trained: a
+        # task the file lacks stops the command at once.
+        try:
+            replicated = {
+                task: recorded_choices(
+                    args.replicate, task, settings[task].blocks
+                )
+                for task in tasks
+            }
+        except (OSError, ValueError) as error:
+            parser.error(f"--replicate: {error}")
     # RESULTS.md keeps its plots and runs in results/, RESULTS_x.md in
     # results_x/.
     stem = os.path.splitext(os.path.basename(args.output))[0].lower()
@@ -863,21 +878,6 @@ def main(argv=None):
     ))
 
     scheme = dict(DEFAULT_SCHEME)
-    image_tasks = [t for t in tasks if is_image_task(t, args.data_dir)]
-    settings = {task: task_settings(task in image_tasks, args)
-                for task in tasks}
-    if args.replicate:
-        # Every task's choices before any training: a task the file lacks
-        # stops the command at once.
-        try:
-            replicated = {
-                task: recorded_choices(
-                    args.replicate, task, settings[task].blocks
-                )
-                for task in tasks
-            }
-        except (OSError, ValueError) as error:
-            parser.error(f"--replicate: {error}")
     data = {
         task: mlres.datasets.load(
             task, batch_size=args.batch_size,

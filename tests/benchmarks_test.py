@@ -372,14 +372,17 @@ class BenchmarksTest(absltest.TestCase):
             script.recorded_choices(path, "spiral", 16)
         with self.assertRaisesRegex(ValueError, "runs of peaks at K = 32"):
             script.recorded_choices(path, "peaks", 32)
-        # On the command line, before anything trains.
+        # On the command line, before anything is written or trained.
+        output = os.path.join(tmp, "RESULTS_replicate.md")
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
             with self.assertRaises(SystemExit):
                 script.main(["--tasks", "spiral", "--blocks", "16",
-                             "--replicate", path])
+                             "--replicate", path, "--output", output])
         self.assertIn("--replicate: " + path + " has no single level or "
                       "multilevel runs of spiral", stderr.getvalue())
+        self.assertCountEqual(os.listdir(tmp), ["runs.json"])
+        self.assertNotIn(script._STARTED, os.environ)
 
     def test_unknown_ablation_variant_is_a_usage_error(self):
         script = _load_script("time_to_accuracy")
