@@ -2,6 +2,9 @@
 
 import numbers
 
+import keras
+import numpy as np
+
 
 def is_integer(value):
     """Whether `value` is an integer of any integral type, numpy's too.
@@ -12,6 +15,37 @@ def is_integer(value):
         value: The received value.
     """
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def all_finite(variables):
+    """Whether every floating-point variable holds only finite values.
+
+    Args:
+        variables: Keras variables; those of other dtypes are not read.
+    """
+    return all(
+        np.all(np.isfinite(keras.ops.convert_to_numpy(variable)))
+        for variable in variables
+        if keras.backend.is_float_dtype(variable.dtype)
+    )
+
+
+def check_finite_weights(weights, filepath):
+    """Raises ValueError if a weight is NaN or Inf, before anything is written.
+
+    Args:
+        weights: The variables about to be written.
+        filepath: Where they would be written, for the message.
+    """
+    for variable in weights:
+        if not all_finite([variable]):
+            raise ValueError(
+                f"The weight {variable.path} holds NaN or Inf values, so "
+                f"nothing was written to {filepath} (a file already there is "
+                "left as it was). Training diverged: lower the learning "
+                "rate or clip the gradients (e.g. Adam(clipnorm=1.0)), and "
+                "look for NaN or Inf inputs."
+            )
 
 
 def check_choice(argument, value, allowed):

@@ -28,6 +28,7 @@ import zipfile
 import keras
 import tensorflow as tf
 
+from keras_mlres._checks import check_finite_weights
 from keras_mlres.hierarchy import Hierarchy
 from keras_mlres.layers.ode_stack import ODEStack
 from keras_mlres.version import __version__
@@ -90,6 +91,7 @@ def export_model(
             input_signature=input_signature, **kwargs,
         )
     network = level_network(model, level)
+    check_finite_weights(network.weights, filepath)
     if format != "tf_saved_model":
         return network.export(
             filepath, format=format, verbose=verbose,
@@ -153,6 +155,7 @@ def export_hub_module(
     >>> optimizer.apply_gradients(zip(grads, module.trainable_variables))
     """
     network = level_network(model, level)
+    check_finite_weights(network.weights, filepath)
     if input_signature is None:
         inputs_spec = tf.nest.map_structure(
             lambda tensor: tf.TensorSpec(tensor.shape, tensor.dtype),

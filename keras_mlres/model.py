@@ -14,8 +14,10 @@ from keras_mlres import cycles
 from keras_mlres import export as export_lib
 from keras_mlres import optimizer_state
 from keras_mlres import schedules
+from keras_mlres._checks import all_finite
 from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_count
+from keras_mlres._checks import check_finite_weights
 from keras_mlres.hierarchy import Hierarchy
 from keras_mlres.version import __version__
 from keras_mlres.version import check_compatible
@@ -356,7 +358,6 @@ class MultilevelModel(keras.Model):
             **kwargs: Passed to `keras.Model.export`.
         """
         self._sync_levels()
-        _check_finite_weights(self, filepath)
         return export_lib.export_model(
             self, filepath, format=format, level=level, verbose=verbose,
             input_signature=input_signature, **kwargs,
@@ -674,7 +675,7 @@ class MultilevelModel(keras.Model):
         except Exception:
             # Raised mid-epoch, e.g. by a ModelCheckpoint(save_freq=<batches>)
             # that refused NaN weights: no epoch end undoes the epoch.
-            if not _finite(self._network_weights()):
+            if not all_finite(self._network_weights()):
                 guards[0].undo_epoch()
             raise
 
@@ -745,13 +746,13 @@ class MultilevelModel(keras.Model):
                 optimizer states are put back to where the epoch started.
         """
         self._sync_levels()
-        _check_finite_weights(self, filepath)
+        check_finite_weights(self._network_weights(), filepath)
         return super().save(filepath, *args, **kwargs)
 
     def save_weights(self, filepath, *args, **kwargs):
         """Saves the weights, as `keras.Model.save_weights` (see `save`)."""
         self._sync_levels()
-        _check_finite_weights(self, filepath)
+        check_finite_weights(self._network_weights(), filepath)
         return super().save_weights(filepath, *args, **kwargs)
 
     def resume_schedule(self):
@@ -962,29 +963,6 @@ class _FiniteLosses(keras.callbacks.Callback):
         # Every epoch starts with the fine network up to date (nested
         # iteration syncs it at each epoch's end).
         self._multilevel._fine_behind_active_level = False
-
-
-def _finite(variables):
-    """Whether every floating-point variable holds only finite values."""
-    return all(
-        np.all(np.isfinite(keras.ops.convert_to_numpy(variable)))
-        for variable in variables
-        if keras.backend.is_float_dtype(variable.dtype)
-    )
-
-
-def _check_finite_weights(model, filepath):
-    """Raises a `ValueError` if a weight is NaN or Inf, before writing."""
-    for variable in model._network_weights():
-        if not _finite([variable]):
-            raise ValueError(
-                f"The weight {variable.path} holds NaN or Inf values, so "
-                f"nothing was written to {filepath} (a file already there is "
-                "left as it was). Training diverged: lower the learning "
-                "rate or clip the gradients (e.g. Adam(clipnorm=1.0)), and "
-                "look for NaN or Inf inputs. Within fit, the weights are "
-                "then put back to where the epoch started."
-            )
 
 
 def _nonfinite_loss_error(logs, epoch):

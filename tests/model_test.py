@@ -557,6 +557,12 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
          lambda model, path: model.save_weights(path)),
         ("export", "exported",
          lambda model, path: model.export(path, verbose=False)),
+        ("export_hub", "hub",
+         lambda model, path: model.export(path, format="hub", verbose=False)),
+        # A plain Keras network, through the module's function.
+        ("export_model", "network",
+         lambda model, path: mlres.export.export_model(
+             model.fine, path, verbose=False)),
     )
     def test_nan_weights_are_never_written(self, name, write):
         model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
