@@ -552,7 +552,7 @@ def target_of(baseline_runs):
     return TARGET_FRACTION * max(r.best_accuracy for r in baseline_runs)
 
 
-def recorded_choices(path, task, blocks):
+def recorded_choices(recorded, task, blocks, source):
     """Returns what an earlier benchmark chose for a task: configurations, target.
 
     The choices of that benchmark's tasks table, remade from its runs of
@@ -560,9 +560,10 @@ def recorded_choices(path, task, blocks):
     median time to the target, and the target.
 
     Args:
-        path: The earlier benchmark's runs.json.
+        recorded: The earlier benchmark's runs, as `load_runs` returns them.
         task: The task's name.
         blocks: K of the task's fine network.
+        source: Where the runs come from (its runs.json), for the message.
 
     Returns:
         `(configurations, target)`: a dict from "baseline" and "multilevel"
@@ -573,13 +574,13 @@ def recorded_choices(path, task, blocks):
             that K.
     """
     runs = {"single level": [], "multilevel": []}
-    for run in load_runs(path).values():
+    for run in recorded.values():
         if run.task == task and run.blocks == blocks and run.method in runs:
             runs[run.method].append(run)
     missing = [method for method, found in runs.items() if not found]
     if missing:
         raise ValueError(
-            f"{path} has no {' or '.join(missing)} runs of {task} at K = "
+            f"{source} has no {' or '.join(missing)} runs of {task} at K = "
             f"{blocks}: replicate a benchmark that ran this task at this "
             "size, or pass the --tasks, --blocks and --image_blocks it ran."
         )
@@ -848,9 +849,10 @@ def main(argv=None):
         # Every task's choices before anything is written or trained: a
         # task the file lacks stops the command at once.
         try:
+            recorded = load_runs(args.replicate)
             replicated = {
                 task: recorded_choices(
-                    args.replicate, task, settings[task].blocks
+                    recorded, task, settings[task].blocks, args.replicate
                 )
                 for task in tasks
             }

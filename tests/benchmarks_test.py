@@ -359,7 +359,10 @@ class BenchmarksTest(absltest.TestCase):
         path = os.path.join(tmp, "runs.json")
         with open(path, "w") as f:
             json.dump([script.dataclasses.asdict(r) for r in recorded], f)
-        configurations, target = script.recorded_choices(path, "peaks", 16)
+        recorded = script.load_runs(path)
+        configurations, target = script.recorded_choices(
+            recorded, "peaks", 16, path
+        )
         self.assertEqual(
             configurations,
             {"baseline": ("sgd", 0.1), "multilevel": ("adam", 0.03)},
@@ -369,9 +372,9 @@ class BenchmarksTest(absltest.TestCase):
             ValueError, "no single level or multilevel runs of spiral at "
             "K = 16: replicate a benchmark that ran this task"
         ):
-            script.recorded_choices(path, "spiral", 16)
+            script.recorded_choices(recorded, "spiral", 16, path)
         with self.assertRaisesRegex(ValueError, "runs of peaks at K = 32"):
-            script.recorded_choices(path, "peaks", 32)
+            script.recorded_choices(recorded, "peaks", 32, path)
         # On the command line, before anything is written or trained.
         output = os.path.join(tmp, "RESULTS_replicate.md")
         stderr = io.StringIO()
