@@ -21,6 +21,7 @@ the speedup with depth (K = 32, 64, ... up to the first task's K, or
 methods of a comparison run side by side in the same process on the same
 machine. --replicate trains the best configurations of an earlier run again,
 over --seeds seeds, against its targets: a check of its tasks table.
+--scheme changes the default scheme of the multilevel method.
 
 The point sets' defaults (width 64, K = 512) make a fine epoch cost 7-8 s
 on 2 CPU cores, so that compile (about 2 s per trained level) is a small
@@ -41,6 +42,8 @@ Usage:
     python benchmarks/time_to_accuracy.py --seeds 8 \
         --replicate benchmarks/results/runs.json \
         --output benchmarks/RESULTS_replicate.md  # RESULTS.md's tasks again
+    python benchmarks/time_to_accuracy.py --scheme '{"num_levels": 4}' \
+        --output benchmarks/RESULTS_levels4.md  # another multilevel scheme
 """
 
 import argparse
@@ -48,6 +51,7 @@ import dataclasses
 import inspect
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -218,6 +222,52 @@ def default_depths(blocks):
     return depths + [blocks]
 
 
+def scheme_overrides(text):
+    """Parses --scheme: a JSON object of `MultilevelModel` keyword arguments.
+
+    Args:
+        text: A JSON object such as '{"num_levels": 4}'.
+
+    Returns:
+        The dict of overrides of the default scheme.
+
+    Raises:
+        argparse.ArgumentTypeError: If the text is not a JSON object or names
+            an argument `MultilevelModel` does not take.
+    """
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError:
+        overrides = None
+    if not isinstance(overrides, dict) or not overrides:
+        raise argparse.ArgumentTypeError(
+            f"--scheme {text!r} is not a JSON object of MultilevelModel "
+            """arguments, such as '{"num_levels": 4}'."""
+        )
+    accepted = set(inspect.signature(mlres.MultilevelModel).parameters)
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"--scheme: MultilevelModel has no argument(s) {unknown}; "
+            f"choose among {sorted(accepted - {'model', 'kwargs'})}."
+        )
+    return overrides
+
+
+def multilevel_method(overrides):
+    """The method name of the multilevel runs of a --scheme (or the default).
+
+    Runs are recorded under their method name, so a scheme other than the
+    default gets its own name: `--continue` and `--reuse` never report the
+    default's runs for it, or its runs for the default.
+    """
+    if not overrides:
+        return "multilevel"
+    return "multilevel " + ", ".join(
+        f"{key}={value!r}" for key, value in sorted(overrides.items())
+    )
+
+
 @dataclasses.dataclass
 class Run:
     """One training run and what it measured."""
@@ -314,6 +364,16 @@ def is_image_task(name, data_dir=None):
     info = tfds.builder(name, data_dir=data_dir).info
     features_key, _ = info.supervised_keys
     return len(info.features[features_key].shape) == 3
+
+
+def describe_scheme(scheme, overrides):
+    """The results file's sentence on the multilevel method's scheme."""
+    if not overrides:
+        return f"Multilevel default scheme: `{scheme}`."
+    return (
+        f"Multilevel scheme: the default changed by --scheme "
+        f"`{json.dumps(overrides)}`, so `{scheme}`."
+    )
 
 
 def describe_settings(point_tasks, image_tasks, args):
@@ -552,7 +612,7 @@ def target_of(baseline_runs):
     return TARGET_FRACTION * max(r.best_accuracy for r in baseline_runs)
 
 
-def recorded_choices(recorded, task, blocks, source):
+def recorded_choices(recorded, task, blocks, source, method="multilevel"):
     """Returns what an earlier benchmark chose for a task: configurations, target.
 
     The choices of that benchmark's tasks table, remade from its runs of
@@ -564,6 +624,9 @@ def recorded_choices(recorded, task, blocks, source):
         task: The task's name.
         blocks: K of the task's fine network.
         source: Where the runs come from (its runs.json), for the message.
+        method: The multilevel method to be replicated (`multilevel_method`):
+            its configuration is the best of its own runs if the file has
+            them, else the default scheme's.
 
     Returns:
         `(configurations, target)`: a dict from "baseline" and "multilevel"
@@ -574,10 +637,16 @@ def recorded_choices(recorded, task, blocks, source):
             that K.
     """
     runs = {"single level": [], "multilevel": []}
+    scheme_runs = []
     for run in recorded.values():
-        if run.task == task and run.blocks == blocks and run.method in runs:
-            runs[run.method].append(run)
-    missing = [method for method, found in runs.items() if not found]
+        if run.task == task and run.blocks == blocks:
+            if run.method in runs:
+                runs[run.method].append(run)
+            if run.method == method:
+                scheme_runs.append(run)
+    if scheme_runs:
+        runs["multilevel"] = scheme_runs
+    missing = [name for name, found in runs.items() if not found]
     if missing:
         raise ValueError(
             f"{source} has no {' or '.join(missing)} runs of {task} at K = "
@@ -723,8 +792,8 @@ def ablation(task, blocks, default_result, best, scheme, compare_task, args):
     return lines
 
 
-def depth_scaling_and_ablation(task, blocks, result, scheme, compare_task,
-                               args):
+def depth_scaling_and_ablation(task, blocks, result, scheme, method,
+                               compare_task, args):
     """Runs the depth scaling and (unless skipped) the ablation of a task.
 
     Both run each method's best configuration of the task only (the full
@@ -734,7 +803,8 @@ def depth_scaling_and_ablation(task, blocks, result, scheme, compare_task,
         task: The task (the benchmark's first).
         blocks: K of the task's fine network.
         result: The task's comparison at K = `blocks` (its tasks-table row).
-        scheme: The default multilevel scheme.
+        scheme: The multilevel scheme (the default, unless --scheme).
+        method: The multilevel runs' method name (`multilevel_method`).
         compare_task: Trains and compares one method against the baseline.
         args: The parsed flags.
 
@@ -756,7 +826,7 @@ def depth_scaling_and_ablation(task, blocks, result, scheme, compare_task,
             depth_result = result
         else:
             depth_result = compare_task(
-                task, depth, scheme, "multilevel",
+                task, depth, scheme, method,
                 [best["baseline"]], [best["multilevel"]],
             )
         lines.append(_row(str(depth), depth_result))
@@ -829,7 +899,17 @@ def main(argv=None):
                         "runs.json: train each task's best configuration of "
                         "each method in it again over --seeds seeds, "
                         "against its target; report the tasks table only")
+    parser.add_argument("--scheme", type=scheme_overrides, default={},
+                        help="a JSON object of MultilevelModel arguments "
+                        "that change the default scheme of the multilevel "
+                        """method, such as '{"num_levels": 4}' (no """
+                        "ablation: its variants change the default)")
     args = parser.parse_args(argv)
+    if args.scheme and args.ablation is not None and not args.skip_ablation:
+        parser.error(
+            "--ablation's variants change the default scheme, not --scheme's:"
+            " run the ablation without --scheme, or pass --skip_ablation."
+        )
     if args.quick:
         args.tasks, args.seeds = "spiral,shapes", 1
         args.blocks = args.image_blocks = 8
@@ -837,6 +917,8 @@ def main(argv=None):
         args.learning_rates, args.optimizers = 1, "adam"
         args.image_width = 4
         args.train_examples = args.image_train_examples = 1000
+    if args.scheme:
+        args.skip_ablation = True
     if args.ablation is None:
         # The control is the one ablation row no other quick run covers.
         args.ablation = [CONTROL_KEY] if args.quick else ablation_keys("all")
@@ -852,7 +934,8 @@ def main(argv=None):
             recorded = load_runs(args.replicate)
             replicated = {
                 task: recorded_choices(
-                    recorded, task, settings[task].blocks, args.replicate
+                    recorded, task, settings[task].blocks, args.replicate,
+                    multilevel_method(args.scheme),
                 )
                 for task in tasks
             }
@@ -879,7 +962,8 @@ def main(argv=None):
         _FLAGS, json.dumps(sys.argv[1:] if argv is None else argv)
     ))
 
-    scheme = dict(DEFAULT_SCHEME)
+    scheme = {**DEFAULT_SCHEME, **args.scheme}
+    method = multilevel_method(args.scheme)
     data = {
         task: mlres.datasets.load(
             task, batch_size=args.batch_size,
@@ -909,24 +993,29 @@ def main(argv=None):
             base, runs[method], target_of(base) if target is None else target
         )
 
-    print(f"Default scheme: {scheme}", flush=True)
+    print(f"Multilevel scheme: {scheme}", flush=True)
     main_results = {}
     for task in tasks:
         if args.replicate:
             chosen, target = replicated[task]
             main_results[task] = compare_task(
-                task, settings[task].blocks, scheme, "multilevel",
+                task, settings[task].blocks, scheme, method,
                 [chosen["baseline"]], [chosen["multilevel"]], target,
             )
         else:
             main_results[task] = compare_task(
-                task, settings[task].blocks, scheme, "multilevel"
+                task, settings[task].blocks, scheme, method
             )
     if args.replicate:
         choices = (
             "Configurations and targets (both methods): each task's best "
             f"configuration of each method and its target in "
-            f"`{args.replicate}`, trained again."
+            f"`{args.replicate}`, trained again"
+            + (
+                " (for the multilevel method, the best configuration of "
+                "that file's runs of this scheme, else of the default "
+                "scheme's)." if args.scheme else "."
+            )
         )
     else:
         choices = (
@@ -942,12 +1031,12 @@ def main(argv=None):
         "",
         "Command: `" + " ".join(
             ["python benchmarks/time_to_accuracy.py"]
-            + _flags_without_reuse(flags)
+            + [shlex.quote(flag) for flag in _flags_without_reuse(flags)]
         ) + "`",
         "",
         describe_settings(
             [t for t in tasks if t not in image_tasks], image_tasks, args
-        ) + " " + choices + f" Multilevel default scheme: `{scheme}`.",
+        ) + " " + choices + " " + describe_scheme(scheme, args.scheme),
         "",
         "Speedup = baseline / multilevel, per seed, best configuration of "
         "each method; the median over seeds is shown (a seed on which the "
@@ -982,7 +1071,7 @@ def main(argv=None):
     if not args.replicate:
         lines += depth_scaling_and_ablation(
             tasks[0], settings[tasks[0]].blocks, main_results[tasks[0]],
-            scheme, compare_task, args,
+            scheme, method, compare_task, args,
         )
 
     run_keys = {run.key for run in all_runs}

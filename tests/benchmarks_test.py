@@ -201,6 +201,28 @@ class BenchmarksTest(absltest.TestCase):
             row = re.search(rf"\| {task} \| .*", text).group()
             self.assertIn(row, replicated)
 
+        # --scheme trains its own multilevel runs (under their own method
+        # name, not reported from the default's) against the reused
+        # baselines, and its command line can be pasted into a shell.
+        scheme = '{"num_levels": 3}'
+        scheme_output = os.path.join(tmp, "RESULTS_scheme.md")
+        result = _run(
+            "time_to_accuracy.py", "--quick", "--data_dir", tmp,
+            "--output", scheme_output, "--scheme", scheme,
+            "--replicate", os.path.join(tmp, "results", "runs.json"),
+            "--reuse", os.path.join(tmp, "results", "runs.json"),
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertEqual(result.stdout.count("best val acc"), 2)
+        with open(scheme_output) as f:
+            text = f.read()
+        self.assertIn(f"--scheme '{scheme}'", text)
+        self.assertIn(f"the default changed by --scheme `{scheme}`", text)
+        self.assertIn("'num_levels': 3, 'cycle': 'none'", text)
+        with open(os.path.join(tmp, "results_scheme", "runs.json")) as f:
+            methods = sorted({r["method"] for r in json.load(f)})
+        self.assertEqual(methods, ["multilevel num_levels=3", "single level"])
+
     def test_ablation_variants_change_the_scheme_control_last(self):
         script = _load_script("time_to_accuracy")
         scheme = {"num_levels": 3, "level_patience": 1}
@@ -368,6 +390,26 @@ class BenchmarksTest(absltest.TestCase):
             {"baseline": ("sgd", 0.1), "multilevel": ("adam", 0.03)},
         )
         self.assertAlmostEqual(target, 0.98)
+        # A scheme of --scheme: its own runs' best configuration if the
+        # file has them, else the default's.
+        self.assertEqual(
+            script.recorded_choices(
+                recorded, "peaks", 16, path, "multilevel num_levels=4"
+            )[0],
+            configurations,
+        )
+        other = {
+            run.key: run for run in runs(
+                "multilevel num_levels=4", "sgd", 0.1, [0.99, 0.99, 0.99]
+            )
+        }
+        self.assertEqual(
+            script.recorded_choices(
+                {**recorded, **other}, "peaks", 16, path,
+                "multilevel num_levels=4",
+            )[0],
+            {"baseline": ("sgd", 0.1), "multilevel": ("sgd", 0.1)},
+        )
         with self.assertRaisesRegex(
             ValueError, "no single level or multilevel runs of spiral at "
             "K = 16: replicate a benchmark that ran this task"
@@ -385,6 +427,44 @@ class BenchmarksTest(absltest.TestCase):
         self.assertIn("--replicate: " + path + " has no single level or "
                       "multilevel runs of spiral", stderr.getvalue())
         self.assertCountEqual(os.listdir(tmp), ["runs.json"])
+        self.assertNotIn(script._STARTED, os.environ)
+
+    def test_scheme_parses_multilevel_model_arguments(self):
+        script = _load_script("time_to_accuracy")
+        self.assertEqual(
+            script.scheme_overrides('{"num_levels": 4, "level_patience": 2}'),
+            {"num_levels": 4, "level_patience": 2},
+        )
+        self.assertEqual(script.multilevel_method({}), "multilevel")
+        self.assertEqual(
+            script.multilevel_method({"restriction": "average",
+                                      "num_levels": 4}),
+            "multilevel num_levels=4, restriction='average'",
+        )
+        for text in ("num_levels=4", "[4]", "{}", '"levels"'):
+            with self.assertRaisesRegex(
+                script.argparse.ArgumentTypeError, "is not a JSON object"
+            ):
+                script.scheme_overrides(text)
+        with self.assertRaisesRegex(
+            script.argparse.ArgumentTypeError,
+            r"has no argument\(s\) \['levels'\]; choose among .*'num_levels'",
+        ):
+            script.scheme_overrides('{"levels": 4}')
+
+    def test_scheme_with_an_ablation_is_a_usage_error(self):
+        script = _load_script("time_to_accuracy")
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            with self.assertRaises(SystemExit):
+                script.main(["--scheme", '{"num_levels": 4}', "--ablation",
+                             "levels2", "--output",
+                             os.path.join(tmp, "RESULTS.md")])
+        self.assertIn("--ablation's variants change the default scheme",
+                      stderr.getvalue())
+        self.assertEqual(os.listdir(tmp), [])
         self.assertNotIn(script._STARTED, os.environ)
 
     def test_unknown_ablation_variant_is_a_usage_error(self):
