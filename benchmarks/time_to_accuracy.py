@@ -919,6 +919,7 @@ def main(argv=None):
         args.train_examples = args.image_train_examples = 1000
     if args.scheme:
         args.skip_ablation = True
+    method = multilevel_method(args.scheme)
     if args.ablation is None:
         # The control is the one ablation row no other quick run covers.
         args.ablation = [CONTROL_KEY] if args.quick else ablation_keys("all")
@@ -935,7 +936,7 @@ def main(argv=None):
             replicated = {
                 task: recorded_choices(
                     recorded, task, settings[task].blocks, args.replicate,
-                    multilevel_method(args.scheme),
+                    method,
                 )
                 for task in tasks
             }
@@ -963,7 +964,6 @@ def main(argv=None):
     ))
 
     scheme = {**DEFAULT_SCHEME, **args.scheme}
-    method = multilevel_method(args.scheme)
     data = {
         task: mlres.datasets.load(
             task, batch_size=args.batch_size,
