@@ -80,6 +80,20 @@ class BenchmarksTest(absltest.TestCase):
         for row in rows:
             self.assertBetween(float(row[3]), 0.0, 1.0)
 
+    def test_coarse_optimizer_state_quick(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        result = _run("coarse_optimizer_state.py", "--quick", "--data_dir", tmp)
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        rows = re.findall(
+            r"^(single level|3 levels keep|3 levels reset) +\[(None|1)\] ",
+            result.stdout, flags=re.MULTILINE,
+        )
+        self.assertEqual(
+            [label for label, _ in rows],
+            ["single level", "3 levels keep", "3 levels reset"],
+        )
+
     def test_epoch_stall_summary(self):
         script = _load_script("epoch_stall")
         results = [
