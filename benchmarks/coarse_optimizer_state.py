@@ -37,6 +37,8 @@ def first_hit(history, target):
 
 def run(state, num_levels, seed, args):
     """Trains one configuration; returns (epochs, work) to the target."""
+    # Fresh pipelines for every run: a pipeline reshuffles on each pass, so
+    # shared ones would feed the policies of a seed different orders.
     (train, validation), info = mlres.datasets.load(
         "spiral", batch_size=100,
         split=("train", validation_split("spiral", args.data_dir)),

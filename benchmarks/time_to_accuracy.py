@@ -244,12 +244,15 @@ def scheme_overrides(text):
             f"--scheme {text!r} is not a JSON object of MultilevelModel "
             """arguments, such as '{"num_levels": 4}'."""
         )
-    accepted = set(inspect.signature(mlres.MultilevelModel).parameters)
+    # The network (`model`) is the benchmark's; the rest is the scheme.
+    accepted = set(inspect.signature(mlres.MultilevelModel).parameters) - {
+        "model", "kwargs"
+    }
     unknown = sorted(set(overrides) - accepted)
     if unknown:
         raise argparse.ArgumentTypeError(
             f"--scheme: MultilevelModel has no argument(s) {unknown}; "
-            f"choose among {sorted(accepted - {'model', 'kwargs'})}."
+            f"choose among {sorted(accepted)}."
         )
     return overrides
 

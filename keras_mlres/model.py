@@ -745,15 +745,18 @@ class MultilevelModel(keras.Model):
                 `save_freq` in batches), it stops `fit`, and the weights and
                 optimizer states are put back to where the epoch started.
         """
-        self._sync_levels()
-        check_finite_weights(self._network_weights(), filepath)
+        self._prepare_to_write(filepath)
         return super().save(filepath, *args, **kwargs)
 
     def save_weights(self, filepath, *args, **kwargs):
         """Saves the weights, as `keras.Model.save_weights` (see `save`)."""
+        self._prepare_to_write(filepath)
+        return super().save_weights(filepath, *args, **kwargs)
+
+    def _prepare_to_write(self, filepath):
+        """Brings every level up to date, then refuses NaN or Inf weights."""
         self._sync_levels()
         check_finite_weights(self._network_weights(), filepath)
-        return super().save_weights(filepath, *args, **kwargs)
 
     def resume_schedule(self):
         """Continues nested iteration where `nested_schedule` says it is.

@@ -465,6 +465,11 @@ class BenchmarksTest(absltest.TestCase):
             r"has no argument\(s\) \['levels'\]; choose among .*'num_levels'",
         ):
             script.scheme_overrides('{"levels": 4}')
+        # The network is the benchmark's, not the scheme's.
+        with self.assertRaisesRegex(
+            script.argparse.ArgumentTypeError, r"no argument\(s\) \['model'\]"
+        ):
+            script.scheme_overrides('{"model": 1}')
 
     def test_scheme_with_an_ablation_is_a_usage_error(self):
         script = _load_script("time_to_accuracy")
