@@ -66,6 +66,8 @@ from keras_mlres import DEFAULT_SCHEME  # noqa: E402
 from keras_mlres import reporting  # noqa: E402
 from keras_mlres.callbacks import WallClock  # noqa: E402
 from keras_mlres.train import BASELINE_SCHEME  # noqa: E402
+from keras_mlres.train import CONV_NETWORK  # noqa: E402
+from keras_mlres.train import DENSE_NETWORK  # noqa: E402
 from keras_mlres.train import OPTIMIZERS  # noqa: E402
 from keras_mlres.train import fine_network  # noqa: E402
 from keras_mlres.train import validation_split  # noqa: E402
@@ -844,13 +846,15 @@ def main(argv=None):
     parser.add_argument("--tasks", default="peaks,spiral,ellipses,shapes")
     parser.add_argument("--seeds", type=int, default=3)
     # Point sets (vectors): a dense network.
-    parser.add_argument("--blocks", type=int, default=512,
+    parser.add_argument("--blocks", type=int,
+                        default=DENSE_NETWORK["num_blocks"],
                         help="K of the dense networks (point sets)")
     parser.add_argument("--depths", type=depth_list, default=None,
                         help="comma-separated K of the depth scaling (on the "
                         "first task); default: powers of 2 from 32 up to "
                         "that task's K, then its K")
-    parser.add_argument("--width", type=int, default=64,
+    parser.add_argument("--width", type=int,
+                        default=DENSE_NETWORK["width"],
                         help="width of the dense networks (point sets)")
     parser.add_argument("--epochs", type=int, default=10,
                         help="epochs of each point-set run")
@@ -860,9 +864,11 @@ def main(argv=None):
                         help="train point sets without XLA (jit_compile)")
     # Images: a conv network, which costs far more per example on CPU, so
     # fewer epochs, and no XLA (slower for these conv networks on CPU).
-    parser.add_argument("--image_blocks", type=int, default=32,
+    parser.add_argument("--image_blocks", type=int,
+                        default=CONV_NETWORK["num_blocks"],
                         help="K of each stage of the image networks")
-    parser.add_argument("--image_width", type=int, default=8,
+    parser.add_argument("--image_width", type=int,
+                        default=CONV_NETWORK["width"],
                         help="filters of the first stage of image networks")
     parser.add_argument("--image_epochs", type=int, default=6,
                         help="epochs of each image run")

@@ -55,6 +55,13 @@ OPTIMIZERS = {
     ),
 }
 _MONITOR = "val_accuracy"
+# The fine network's size unless --width and --blocks are given, by kind of
+# example; benchmarks/time_to_accuracy.py uses the same. Dense networks are
+# deep enough that a coarse level's step saves time on CPU, not only work
+# (at K = 64 and width 16 per-step overheads and compile time hide it).
+DENSE_NETWORK = dict(width=64, num_blocks=512)
+# A conv block costs far more per example on CPU: fewer, narrower blocks.
+CONV_NETWORK = dict(width=8, num_blocks=32)
 
 _DATASET = flags.DEFINE_string(
     "dataset",
@@ -76,12 +83,19 @@ _COARSENING_FACTOR = flags.DEFINE_integer(
     lower_bound=2,
 )
 _BLOCKS = flags.DEFINE_integer(
-    "blocks", 64, "K, the residual blocks of the fine network.", lower_bound=1
+    "blocks",
+    None,
+    "K, the residual blocks of the fine network (of each stage for images). "
+    f"Default: {DENSE_NETWORK['num_blocks']} for point sets, "
+    f"{CONV_NETWORK['num_blocks']} for images.",
+    lower_bound=1,
 )
 _WIDTH = flags.DEFINE_integer(
     "width",
-    16,
-    "Width of the residual stage (the first stage's filters for images).",
+    None,
+    "Width of the residual stage (the first stage's filters for images). "
+    f"Default: {DENSE_NETWORK['width']} for point sets, "
+    f"{CONV_NETWORK['width']} for images.",
     lower_bound=1,
 )
 _STAGES = flags.DEFINE_integer(
@@ -116,10 +130,10 @@ _OPTIMIZER = flags.DEFINE_enum(
     "Optimizer of both methods: adam, or sgd (SGD with momentum 0.9).",
 )
 _LEARNING_RATE = flags.DEFINE_float(
-    "learning_rate", 1e-2, "Learning rate of both methods.", lower_bound=0.0
+    "learning_rate", 3e-3, "Learning rate of both methods.", lower_bound=0.0
 )
 _EPOCHS = flags.DEFINE_integer(
-    "epochs", 50, "Epochs of each method (no early stopping).", lower_bound=1
+    "epochs", 10, "Epochs of each method (no early stopping).", lower_bound=1
 )
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 100, "Batch size.", lower_bound=1
@@ -145,12 +159,21 @@ _DATA_DIR = flags.DEFINE_string(
 _JIT_COMPILE = flags.DEFINE_boolean(
     "jit_compile", True, "Whether training steps are XLA-compiled."
 )
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+    "steps_per_execution",
+    20,
+    "Training steps per call of the compiled function (`compile`'s "
+    "steps_per_execution): small networks spend most of a step in the "
+    "host's per-call overhead otherwise, which hides what a cheaper coarse "
+    "step saves.",
+    lower_bound=1,
+)
 # Recorded in results.json.
 _FLAGS = (
     _DATASET, _LEVELS, _COARSENING_FACTOR, _BLOCKS, _WIDTH, _STAGES,
     _BATCH_NORM, _TIME_HORIZON, _CYCLE, _NESTED_ITERATION, _OPTIMIZER,
     _LEARNING_RATE, _EPOCHS, _BATCH_SIZE, _SEED, _COMPARE, _TARGET,
-    _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE,
+    _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE, _STEPS_PER_EXECUTION,
 )
 
 
@@ -285,11 +308,36 @@ def _make_output_dir(path):
         ) from error
 
 
+def network_size(input_shape, width=None, num_blocks=None):
+    """Returns the fine network's width and blocks for a data set's examples.
+
+    Args:
+        input_shape: Shape of one example: `(features,)` or
+            `(height, width, channels)`.
+        width: Optional width of the (first) stage.
+        num_blocks: Optional K, the blocks of each stage.
+
+    Returns:
+        A dict with `width` and `num_blocks`: the given ones, and for the
+        others `DENSE_NETWORK`'s for vectors, `CONV_NETWORK`'s for images.
+
+    Example:
+
+    >>> network_size((2,), num_blocks=64)
+    {'width': 64, 'num_blocks': 64}
+    """
+    defaults = DENSE_NETWORK if len(input_shape) == 1 else CONV_NETWORK
+    return dict(
+        width=defaults["width"] if width is None else width,
+        num_blocks=defaults["num_blocks"] if num_blocks is None else num_blocks,
+    )
+
+
 def fine_network(
     input_shape,
     num_classes,
-    width=16,
-    num_blocks=64,
+    width=None,
+    num_blocks=None,
     time_horizon=4.0,
     num_stages=2,
     batch_norm=False,
@@ -305,8 +353,9 @@ def fine_network(
     Args:
         input_shape: Shape of one example.
         num_classes: Number of classes.
-        width: Width of the (first) stage.
-        num_blocks: K, the blocks of each stage.
+        width: Width of the (first) stage. Default: see `network_size`.
+        num_blocks: K, the blocks of each stage. Default: see
+            `network_size`.
         time_horizon: T of each stage.
         num_stages: Number of stages of an image network.
         batch_norm: Whether an image network's blocks use batch norm.
@@ -323,34 +372,39 @@ def fine_network(
     'ode_resnet'
     """
     input_shape = tuple(input_shape)
+    if len(input_shape) not in (1, 3):
+        raise ValueError(
+            "The job trains ODE-ResNets on vectors (dense_ode_resnet) or "
+            "images (height, width, channels) (ode_resnet); the data set's "
+            f"examples have shape {input_shape}."
+        )
+    size = network_size(input_shape, width, num_blocks)
     if len(input_shape) == 1:
         return models.dense_ode_resnet(
-            input_shape, num_classes, width=width, num_blocks=num_blocks,
-            time_horizon=time_horizon,
+            input_shape, num_classes, time_horizon=time_horizon, **size
         )
-    if len(input_shape) == 3:
-        return models.ode_resnet(
-            input_shape,
-            num_classes,
-            stages=[
-                (width * 2**index, num_blocks, time_horizon)
-                for index in range(num_stages)
-            ],
-            normalization="batch" if batch_norm else None,
-        )
-    raise ValueError(
-        "The job trains ODE-ResNets on vectors (dense_ode_resnet) or images "
-        "(height, width, channels) (ode_resnet); the data set's examples "
-        f"have shape {input_shape}."
+    return models.ode_resnet(
+        input_shape,
+        num_classes,
+        stages=[
+            (size["width"] * 2**index, size["num_blocks"], time_horizon)
+            for index in range(num_stages)
+        ],
+        normalization="batch" if batch_norm else None,
     )
+
+
+def _input_shape(info):
+    """Returns the shape of one example of a tfds data set."""
+    return info.features[info.supervised_keys[0]].shape
 
 
 def _build(scheme, info):
     """Builds and compiles a `MultilevelModel` from the seeded fine net."""
-    features_key, label_key = info.supervised_keys
+    label_key = info.supervised_keys[1]
     keras.utils.set_random_seed(_SEED.value)
     fine = fine_network(
-        info.features[features_key].shape,
+        _input_shape(info),
         info.features[label_key].num_classes,
         width=_WIDTH.value,
         num_blocks=_BLOCKS.value,
@@ -364,6 +418,7 @@ def _build(scheme, info):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=_JIT_COMPILE.value,
+        steps_per_execution=_STEPS_PER_EXECUTION.value,
     )
     return model
 
@@ -485,6 +540,9 @@ def main(argv):
         os.path.join(output_dir, "results.json"),
         {
             "flags": {holder.name: holder.value for holder in _FLAGS},
+            "network": network_size(
+                _input_shape(info), _WIDTH.value, _BLOCKS.value
+            ),
             "machine": {
                 "cpu_count": os.cpu_count(),
                 "load_average_at_start": load_average,

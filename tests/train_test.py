@@ -80,6 +80,8 @@ class TrainJobTest(tf.test.TestCase):
         )
         self.assertEqual(results["flags"]["dataset"], "spiral")
         self.assertEqual(results["flags"]["epochs"], 2)
+        self.assertEqual(results["flags"]["steps_per_execution"], 20)
+        self.assertEqual(results["network"], {"width": 8, "num_blocks": 8})
         self.assertEqual(
             set(results["methods"]), {"single_level", "multilevel"}
         )
@@ -136,6 +138,10 @@ class TrainJobTest(tf.test.TestCase):
         for name in ("peaks", "spiral", "ellipses"):
             self.assertIn(name, last_lines[0])
         self.assertFalse(os.path.exists(os.path.join(tmp, "o")))
+
+
+class _StopBeforeTraining(Exception):
+    """Raised by a stand-in for `train._fit` to end `main` early."""
 
 
 class MainTest(tf.test.TestCase, parameterized.TestCase):
@@ -204,6 +210,25 @@ class MainTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertIn("pass a smaller --learning_rate (it was 3e+38)", message)
 
+    def test_steps_per_execution_reaches_compile(self):
+        compiled = {}
+
+        def stop_before_training(name, model, data, output_dir):
+            del data, output_dir  # Unused: nothing trains.
+            compiled[name] = model.steps_per_execution
+            raise _StopBeforeTraining
+
+        with mock.patch.object(
+            train, "_fit", side_effect=stop_before_training
+        ), flagsaver.flagsaver(
+            dataset="spiral", blocks=4, width=4, levels=2,
+            steps_per_execution=7, data_dir=_tempdir(self),
+            output_dir=os.path.join(_tempdir(self), "out"),
+        ):
+            with self.assertRaises(_StopBeforeTraining):
+                train.main(["train"])
+        self.assertEqual(compiled, {"single_level": 7})
+
     def test_unexpected_arguments(self):
         with self.assertRaises(SystemExit) as raised:
             train.main(["train", "extra"])
@@ -264,9 +289,44 @@ class ImageDataTest(tf.test.TestCase):
         self.assertEqual(fine.output_shape, (None, 10))
         self.assertLen(results["methods"]["multilevel"]["history"]["loss"], 1)
 
+    def test_fine_network_takes_its_kind_of_default_size(self):
+        stacks = [
+            (stack.block.filters, stack.num_blocks)
+            for stack in train.fine_network((8, 8, 1), 3).layers
+            if hasattr(stack, "stacked_weights")
+        ]
+        self.assertEqual(
+            stacks,
+            [(train.CONV_NETWORK["width"], train.CONV_NETWORK["num_blocks"]),
+             (2 * train.CONV_NETWORK["width"],
+              train.CONV_NETWORK["num_blocks"])],
+        )
+
     def test_fine_network_rejects_other_shapes(self):
         with self.assertRaisesRegex(ValueError, r"vectors .*images.*\(4, 4\)"):
             train.fine_network((4, 4), 3)
+
+
+class NetworkSizeTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.named_parameters(
+        ("vectors", (2,), train.DENSE_NETWORK),
+        ("images", (28, 28, 1), train.CONV_NETWORK),
+    )
+    def test_defaults_by_kind_of_example(self, input_shape, expected):
+        self.assertEqual(train.network_size(input_shape), expected)
+        self.assertEqual(
+            train.network_size(input_shape, width=3),
+            dict(expected, width=3),
+        )
+        self.assertEqual(
+            train.network_size(input_shape, num_blocks=5),
+            dict(expected, num_blocks=5),
+        )
+
+    def test_default_flags_leave_the_size_to_the_data_set(self):
+        self.assertIsNone(flags.FLAGS["width"].default)
+        self.assertIsNone(flags.FLAGS["blocks"].default)
 
 
 class SchemeTest(tf.test.TestCase):
