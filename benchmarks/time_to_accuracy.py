@@ -186,6 +186,30 @@ def ablation_variants(keys, scheme):
     return variants
 
 
+def check_schemes(checks):
+    """Raises ValueError if a multilevel scheme cannot train a depth it gets.
+
+    Builds each scheme's hierarchy on a dense network of one unit per block
+    (a conv network's stages coarsen by the same rule), so that a scheme the
+    library rejects stops the command before hours of baseline runs.
+
+    Args:
+        checks: Dict mapping `(name, blocks)`, a method's name and a K it
+            trains, to its scheme (`MultilevelModel` keyword arguments).
+    """
+    for (name, blocks), scheme in checks.items():
+        fine = mlres.models.dense_ode_resnet(
+            (1,), 2, width=1, num_blocks=blocks
+        )
+        try:
+            mlres.MultilevelModel(fine, **scheme)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"The method {name!r} cannot train K = {blocks} blocks: "
+                f"{error}"
+            ) from error
+
+
 def depth_list(text):
     """Parses --depths: comma-separated positive numbers of blocks.
 
@@ -937,6 +961,25 @@ def main(argv=None):
     image_tasks = [t for t in tasks if is_image_task(t, args.data_dir)]
     settings = {task: task_settings(task in image_tasks, args)
                 for task in tasks}
+    scheme = {**DEFAULT_SCHEME, **args.scheme}
+    first_blocks = settings[tasks[0]].blocks
+    checks = {(method, settings[task].blocks): scheme for task in tasks}
+    if not args.replicate:
+        checks.update({
+            (method, depth): scheme
+            for depth in args.depths or default_depths(first_blocks)
+        })
+        if not args.skip_ablation:
+            checks.update({
+                (name, first_blocks): variant for name, variant
+                in ablation_variants(args.ablation, scheme).items()
+                if name != CONTROL[0]
+            })
+    try:
+        check_schemes(checks)
+    except ValueError as error:
+        parser.error(f"{error} Change --scheme, --ablation, or the depths "
+                     "(--blocks, --image_blocks, --depths).")
     if args.replicate:
         # Every task's choices before anything is written or trained: a
         # task the file lacks stops the command at once.
@@ -972,7 +1015,6 @@ def main(argv=None):
         _FLAGS, json.dumps(sys.argv[1:] if argv is None else argv)
     ))
 
-    scheme = {**DEFAULT_SCHEME, **args.scheme}
     data = {
         task: mlres.datasets.load(
             task, batch_size=args.batch_size,

@@ -13,6 +13,7 @@ import tempfile
 import types
 
 from absl.testing import absltest
+from absl.testing import parameterized
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +39,7 @@ def _run(script, *args, env=None):
     )
 
 
-class BenchmarksTest(absltest.TestCase):
+class BenchmarksTest(parameterized.TestCase):
     def test_cycle_cost_quick(self):
         result = _run("cycle_cost.py", "--quick")
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
@@ -482,6 +483,37 @@ class BenchmarksTest(absltest.TestCase):
                              "levels2", "--output",
                              os.path.join(tmp, "RESULTS.md")])
         self.assertIn("--ablation's variants change the default scheme",
+                      stderr.getvalue())
+        self.assertEqual(os.listdir(tmp), [])
+        self.assertNotIn(script._STARTED, os.environ)
+
+    @parameterized.named_parameters(
+        ("scheme_levels", ["--scheme", '{"num_levels": 5}'],
+         "The method 'multilevel num_levels=5' cannot train K = 8 blocks: "
+         "Cannot build 5 levels"),
+        ("scheme_value", ["--scheme", '{"cycle": "X"}'],
+         "cannot train K = 8 blocks: Unknown cycle='X'"),
+        ("ablation_variant", ["--ablation", "levels5"],
+         "The method 'nested iteration, 5 levels' cannot train K = 8 "
+         "blocks: Cannot build 5 levels"),
+        ("depth", ["--skip_ablation", "--depths", "6"],
+         "The method 'multilevel' cannot train K = 6 blocks: Cannot build "
+         "3 levels"),
+    )
+    def test_scheme_that_cannot_train_a_depth_is_a_usage_error(
+        self, arguments, message
+    ):
+        script = _load_script("time_to_accuracy")
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            with self.assertRaises(SystemExit):
+                script.main(["--tasks", "spiral", "--blocks", "8",
+                             "--output", os.path.join(tmp, "RESULTS.md")]
+                            + arguments)
+        self.assertIn(message, stderr.getvalue())
+        self.assertIn("Change --scheme, --ablation, or the depths",
                       stderr.getvalue())
         self.assertEqual(os.listdir(tmp), [])
         self.assertNotIn(script._STARTED, os.environ)
