@@ -326,11 +326,12 @@ def network_size(input_shape, width=None, num_blocks=None):
     >>> network_size((2,), num_blocks=64)
     {'width': 64, 'num_blocks': 64}
     """
-    defaults = DENSE_NETWORK if len(input_shape) == 1 else CONV_NETWORK
-    return dict(
-        width=defaults["width"] if width is None else width,
-        num_blocks=defaults["num_blocks"] if num_blocks is None else num_blocks,
-    )
+    size = dict(DENSE_NETWORK if len(input_shape) == 1 else CONV_NETWORK)
+    if width is not None:
+        size["width"] = width
+    if num_blocks is not None:
+        size["num_blocks"] = num_blocks
+    return size
 
 
 def fine_network(

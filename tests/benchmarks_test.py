@@ -472,20 +472,30 @@ class BenchmarksTest(parameterized.TestCase):
         ):
             script.scheme_overrides('{"model": 1}')
 
-    def test_scheme_with_an_ablation_is_a_usage_error(self):
+    def _usage_error(self, argv):
+        """Runs time_to_accuracy.py's main; returns its usage error.
+
+        Checks that it exits before writing anything or starting its clock.
+        """
         script = _load_script("time_to_accuracy")
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp)
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
             with self.assertRaises(SystemExit):
-                script.main(["--scheme", '{"num_levels": 4}', "--ablation",
-                             "levels2", "--output",
-                             os.path.join(tmp, "RESULTS.md")])
-        self.assertIn("--ablation's variants change the default scheme",
-                      stderr.getvalue())
+                script.main(
+                    argv + ["--output", os.path.join(tmp, "RESULTS.md")]
+                )
         self.assertEqual(os.listdir(tmp), [])
         self.assertNotIn(script._STARTED, os.environ)
+        return stderr.getvalue()
+
+    def test_scheme_with_an_ablation_is_a_usage_error(self):
+        stderr = self._usage_error(
+            ["--scheme", '{"num_levels": 4}', "--ablation", "levels2"]
+        )
+        self.assertIn("--ablation's variants change the default scheme",
+                      stderr)
 
     @parameterized.named_parameters(
         ("scheme_levels", ["--scheme", '{"num_levels": 5}'],
@@ -503,20 +513,11 @@ class BenchmarksTest(parameterized.TestCase):
     def test_scheme_that_cannot_train_a_depth_is_a_usage_error(
         self, arguments, message
     ):
-        script = _load_script("time_to_accuracy")
-        tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, tmp)
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr):
-            with self.assertRaises(SystemExit):
-                script.main(["--tasks", "spiral", "--blocks", "8",
-                             "--output", os.path.join(tmp, "RESULTS.md")]
-                            + arguments)
-        self.assertIn(message, stderr.getvalue())
-        self.assertIn("Change --scheme, --ablation, or the depths",
-                      stderr.getvalue())
-        self.assertEqual(os.listdir(tmp), [])
-        self.assertNotIn(script._STARTED, os.environ)
+        stderr = self._usage_error(
+            ["--tasks", "spiral", "--blocks", "8"] + arguments
+        )
+        self.assertIn(message, stderr)
+        self.assertIn("Change --scheme, --ablation, or the depths", stderr)
 
     def test_unknown_ablation_variant_is_a_usage_error(self):
         script = _load_script("time_to_accuracy")
