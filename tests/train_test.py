@@ -82,6 +82,7 @@ class TrainJobTest(tf.test.TestCase):
         self.assertEqual(results["flags"]["epochs"], 2)
         self.assertEqual(results["flags"]["steps_per_execution"], 20)
         self.assertEqual(results["network"], {"width": 8, "num_blocks": 8})
+        self.assertTrue(results["jit_compile"])  # Point sets: XLA.
         self.assertEqual(
             set(results["methods"]), {"single_level", "multilevel"}
         )
@@ -260,7 +261,7 @@ class ImageDataTest(tf.test.TestCase):
         with flagsaver.flagsaver(
             blocks=2, width=4, epochs=1, levels=2, coarsening_factor=2,
             batch_size=100,
-            compare=False, target=0.0, jit_compile=False, data_dir=tmp,
+            compare=False, target=0.0, data_dir=tmp,
             output_dir=output_dir, **flag_values,
         ), mock.patch.object(
             train, "MultilevelModel", wraps=train.MultilevelModel
@@ -279,6 +280,7 @@ class ImageDataTest(tf.test.TestCase):
             [(4, 2), (8, 2)],
         )
         self.assertEqual(fine.layers[1].block.normalization, "batch")
+        self.assertFalse(results["jit_compile"])  # Images: no XLA.
         history = results["methods"]["multilevel"]["history"]
         self.assertLen(history["val_accuracy"], 1)
 
@@ -327,6 +329,15 @@ class NetworkSizeTest(tf.test.TestCase, parameterized.TestCase):
     def test_default_flags_leave_the_size_to_the_data_set(self):
         self.assertIsNone(flags.FLAGS["width"].default)
         self.assertIsNone(flags.FLAGS["blocks"].default)
+        self.assertIsNone(flags.FLAGS["jit_compile"].default)
+
+    @parameterized.named_parameters(
+        ("vectors", (2,), True), ("images", (28, 28, 1), False)
+    )
+    def test_xla_by_kind_of_example_unless_chosen(self, shape, expected):
+        self.assertEqual(train.uses_xla(shape), expected)
+        for choice in (True, False):
+            self.assertEqual(train.uses_xla(shape, choice), choice)
 
 
 class SchemeTest(tf.test.TestCase):
