@@ -419,30 +419,37 @@ def fine_network(
     )
 
 
-def _input_shape(info):
-    """Returns the shape of one example of a tfds data set."""
-    return info.features[info.supervised_keys[0]].shape
+def _resolved_settings(info):
+    """Returns the network size and XLA choice the flags give a data set.
+
+    Flags left unset take the defaults of the data set's kind of example
+    (`network_size`, `uses_xla`); results.json records these.
+    """
+    input_shape = info.features[info.supervised_keys[0]].shape
+    return {
+        "network": network_size(input_shape, _WIDTH.value, _BLOCKS.value),
+        "jit_compile": uses_xla(input_shape, _JIT_COMPILE.value),
+    }
 
 
-def _build(scheme, info):
+def _build(scheme, info, settings):
     """Builds and compiles a `MultilevelModel` from the seeded fine net."""
-    label_key = info.supervised_keys[1]
+    features_key, label_key = info.supervised_keys
     keras.utils.set_random_seed(_SEED.value)
     fine = fine_network(
-        _input_shape(info),
+        info.features[features_key].shape,
         info.features[label_key].num_classes,
-        width=_WIDTH.value,
-        num_blocks=_BLOCKS.value,
         time_horizon=_TIME_HORIZON.value,
         num_stages=_STAGES.value,
         batch_norm=_BATCH_NORM.value,
+        **settings["network"],
     )
     model = MultilevelModel(fine, **scheme)
     model.compile(
         optimizer=OPTIMIZERS[_OPTIMIZER.value](_LEARNING_RATE.value),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=uses_xla(_input_shape(info), _JIT_COMPILE.value),
+        jit_compile=settings["jit_compile"],
         steps_per_execution=_STEPS_PER_EXECUTION.value,
     )
     return model
@@ -539,7 +546,8 @@ def main(argv):
         for name, scheme in schemes.items():
             data[name], info = _load()
             _check_training_batches(data[name][0], info)
-            compiled[name] = _build(scheme, info)
+            settings = _resolved_settings(info)
+            compiled[name] = _build(scheme, info, settings)
         output_dir = _OUTPUT_DIR.value or _default_output_dir(_DATASET.value)
         _make_output_dir(output_dir)
     except (ValueError, datasets.DatasetNotAvailableError) as error:
@@ -565,10 +573,7 @@ def main(argv):
         os.path.join(output_dir, "results.json"),
         {
             "flags": {holder.name: holder.value for holder in _FLAGS},
-            "network": network_size(
-                _input_shape(info), _WIDTH.value, _BLOCKS.value
-            ),
-            "jit_compile": uses_xla(_input_shape(info), _JIT_COMPILE.value),
+            **settings,
             "machine": {
                 "cpu_count": os.cpu_count(),
                 "load_average_at_start": load_average,
