@@ -8,7 +8,8 @@ Builds `keras_mlres.models.dense_ode_resnet` for a data set of vectors (the
 point sets) or `keras_mlres.models.ode_resnet` for images (`shapes`,
 `mnist`, `fashion_mnist`, `cifar10`; see `fine_network`) and trains it
 with the multilevel scheme (`keras_mlres.DEFAULT_SCHEME`; --levels,
---coarsening_factor, --cycle and --nested_iteration override it) and, with
+--coarsening_factor, --cycle, --nested_iteration, --level_patience,
+--max_level_epochs and --coarse_learning_rate_scale override it) and, with
 --compare (the default), trains the same network from the same initial
 weights with plain single-level training (one optimizer step per batch),
 with the same optimizer, data order and number of epochs. Then reports, for
@@ -22,6 +23,7 @@ none (mnist, cifar10, ...).
 """
 
 import datetime
+import math
 import os
 
 import keras
@@ -40,8 +42,7 @@ from keras_mlres.model import MultilevelModel
 from keras_mlres.model import NonFiniteLossError
 
 # The multilevel method's settings are `DEFAULT_SCHEME` (`MultilevelModel`
-# keyword arguments); --levels, --coarsening_factor, --cycle and
-# --nested_iteration override their entries.
+# keyword arguments); the scheme flags override their entries.
 # The single-level baseline: one optimizer step per batch, i.e. plain `fit`.
 BASELINE_SCHEME = dict(num_levels=1, pre_smoothing=1, post_smoothing=0)
 MULTILEVEL = "multilevel"
@@ -123,6 +124,27 @@ _NESTED_ITERATION = flags.DEFINE_boolean(
     "Whether the multilevel method trains from the coarsest level up. "
     "Default: DEFAULT_SCHEME.",
 )
+_LEVEL_PATIENCE = flags.DEFINE_integer(
+    "level_patience",
+    None,
+    "Nested iteration: epochs without improvement of the validation loss "
+    "before moving one level finer. Default: DEFAULT_SCHEME.",
+    lower_bound=1,
+)
+_MAX_LEVEL_EPOCHS = flags.DEFINE_integer(
+    "max_level_epochs",
+    None,
+    "Nested iteration: most epochs on each coarse level. Default: "
+    "DEFAULT_SCHEME (no limit).",
+    lower_bound=1,
+)
+_COARSE_LEARNING_RATE_SCALE = flags.DEFINE_string(
+    "coarse_learning_rate_scale",
+    None,
+    "Coarse level l trains at --learning_rate x scale^l: a positive number, "
+    "or 'dt' for the level's step size ratio (coarsening_factor^l). "
+    "Default: DEFAULT_SCHEME (1, one rate on every level).",
+)
 _OPTIMIZER = flags.DEFINE_enum(
     "optimizer",
     "adam",
@@ -174,14 +196,21 @@ _STEPS_PER_EXECUTION = flags.DEFINE_integer(
 # Recorded in results.json.
 _FLAGS = (
     _DATASET, _LEVELS, _COARSENING_FACTOR, _BLOCKS, _WIDTH, _STAGES,
-    _BATCH_NORM, _TIME_HORIZON, _CYCLE, _NESTED_ITERATION, _OPTIMIZER,
+    _BATCH_NORM, _TIME_HORIZON, _CYCLE, _NESTED_ITERATION, _LEVEL_PATIENCE,
+    _MAX_LEVEL_EPOCHS, _COARSE_LEARNING_RATE_SCALE, _OPTIMIZER,
     _LEARNING_RATE, _EPOCHS, _BATCH_SIZE, _SEED, _COMPARE, _TARGET,
     _OUTPUT_DIR, _DATA_DIR, _JIT_COMPILE, _STEPS_PER_EXECUTION,
 )
 
 
 def multilevel_scheme(
-    levels=None, cycle=None, nested_iteration=None, coarsening_factor=None
+    levels=None,
+    cycle=None,
+    nested_iteration=None,
+    coarsening_factor=None,
+    level_patience=None,
+    max_level_epochs=None,
+    coarse_learning_rate_scale=None,
 ):
     """Returns the multilevel method's settings: `DEFAULT_SCHEME`, overridden.
 
@@ -191,12 +220,19 @@ def multilevel_scheme(
         nested_iteration: Optional bool.
         coarsening_factor: Optional factor by which each level divides the
             blocks.
+        level_patience: Optional epochs without improvement before nested
+            iteration moves one level finer.
+        max_level_epochs: Optional limit of epochs per coarse level.
+        coarse_learning_rate_scale: Optional scale of the coarse levels'
+            learning rates, a positive number or `"dt"` (see
+            `learning_rate_scale`).
 
     Returns:
         A dict of `MultilevelModel` keyword arguments: `DEFAULT_SCHEME` with
         the arguments that are not None in place of its entries. Without
-        nested iteration, the scheme's limit of epochs per coarse level
-        (`max_level_epochs`) is dropped, since it has no meaning there.
+        nested iteration, the default scheme's limit of epochs per coarse
+        level (`max_level_epochs`) is dropped, since it has no meaning
+        there; a limit passed here is kept, and `MultilevelModel` rejects it.
 
     Example:
 
@@ -208,14 +244,50 @@ def multilevel_scheme(
         cycle=cycle,
         nested_iteration=nested_iteration,
         coarsening_factor=coarsening_factor,
+        level_patience=level_patience,
+        max_level_epochs=max_level_epochs,
+        coarse_learning_rate_scale=coarse_learning_rate_scale,
     )
     scheme = dict(
         DEFAULT_SCHEME,
         **{key: value for key, value in overrides.items() if value is not None},
     )
-    if not scheme["nested_iteration"]:
+    if not scheme["nested_iteration"] and max_level_epochs is None:
         scheme.pop("max_level_epochs", None)
     return scheme
+
+
+def learning_rate_scale(text):
+    """Parses --coarse_learning_rate_scale.
+
+    Args:
+        text: The flag's value: None (the default scheme's scale), `"dt"`,
+            or a positive number as text.
+
+    Returns:
+        None, `"dt"`, or the number as a float.
+
+    Raises:
+        ValueError: If `text` is neither `"dt"` nor a positive finite number.
+
+    Example:
+
+    >>> learning_rate_scale("0.5")
+    0.5
+    """
+    if text is None or text == "dt":
+        return text
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = math.nan
+    if not 0 < scale < math.inf:
+        raise ValueError(
+            f"--coarse_learning_rate_scale={text!r} is neither 'dt' nor a "
+            "positive number. Pass 'dt' (each coarse level's rate scaled by "
+            "its step size) or a number such as 0.5."
+        )
+    return scale
 
 
 def select_target(runs, target=None):
@@ -529,19 +601,22 @@ def main(argv):
         _usage_error(f"Unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Quiet tfds' INFO lines.
-    schemes = {
-        MULTILEVEL: multilevel_scheme(
-            _LEVELS.value,
-            _CYCLE.value,
-            _NESTED_ITERATION.value,
-            _COARSENING_FACTOR.value,
-        )
-    }
-    if _COMPARE.value:
-        schemes = {reporting.BASELINE: BASELINE_SCHEME, **schemes}
     # Everything that fails on a bad flag runs before any training; the
     # output directory comes last, so a bad flag leaves none behind.
     try:
+        schemes = {
+            MULTILEVEL: multilevel_scheme(
+                _LEVELS.value,
+                _CYCLE.value,
+                _NESTED_ITERATION.value,
+                _COARSENING_FACTOR.value,
+                _LEVEL_PATIENCE.value,
+                _MAX_LEVEL_EPOCHS.value,
+                learning_rate_scale(_COARSE_LEARNING_RATE_SCALE.value),
+            )
+        }
+        if _COMPARE.value:
+            schemes = {reporting.BASELINE: BASELINE_SCHEME, **schemes}
         data, compiled = {}, {}
         for name, scheme in schemes.items():
             data[name], info = _load()

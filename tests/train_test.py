@@ -230,6 +230,50 @@ class MainTest(tf.test.TestCase, parameterized.TestCase):
                 train.main(["train"])
         self.assertEqual(compiled, {"single_level": 7})
 
+    def test_scheme_flags_reach_the_multilevel_model(self):
+        built = {}
+
+        def stop_before_training(name, model, data, output_dir):
+            del data, output_dir  # Unused: nothing trains.
+            built[name] = model
+            raise _StopBeforeTraining
+
+        with mock.patch.object(
+            train, "_fit", side_effect=stop_before_training
+        ), flagsaver.flagsaver(
+            dataset="spiral", blocks=8, width=4, levels=2, compare=False,
+            coarsening_factor=4, level_patience=2, max_level_epochs=3,
+            coarse_learning_rate_scale="dt", data_dir=_tempdir(self),
+            output_dir=os.path.join(_tempdir(self), "out"),
+        ):
+            with self.assertRaises(_StopBeforeTraining):
+                train.main(["train"])
+        model = built["multilevel"]
+        self.assertEqual(model.level_patience, 2)
+        self.assertEqual(model.max_level_epochs, 3)
+        self.assertEqual(model.coarse_learning_rate_scale, "dt")
+
+    @parameterized.named_parameters(
+        ("not_a_number", "fast", "--coarse_learning_rate_scale='fast' is"),
+        ("zero", "0", "--coarse_learning_rate_scale='0' is"),
+        (
+            "limit_without_nested_iteration",
+            None,
+            "`max_level_epochs` limits the epochs per coarse level",
+        ),
+    )
+    def test_bad_scheme_flags_fail_before_training(self, scale, expected):
+        output_dir = os.path.join(_tempdir(self), "out")
+        nested = {} if scale else dict(
+            nested_iteration=False, cycle="V", max_level_epochs=2
+        )
+        message = self._main_error(
+            dataset="spiral", blocks=8, width=4, levels=2,
+            coarse_learning_rate_scale=scale, output_dir=output_dir, **nested
+        )
+        self.assertStartsWith(message, "Error: " + expected)
+        self.assertFalse(os.path.exists(output_dir))
+
     def test_unexpected_arguments(self):
         with self.assertRaises(SystemExit) as raised:
             train.main(["train", "extra"])
@@ -343,7 +387,10 @@ class NetworkSizeTest(tf.test.TestCase, parameterized.TestCase):
 class SchemeTest(tf.test.TestCase):
 
     def test_unset_flags_mean_default_scheme(self):
-        for name in ("levels", "cycle", "nested_iteration"):
+        for name in (
+            "levels", "coarsening_factor", "cycle", "nested_iteration",
+            "level_patience", "max_level_epochs", "coarse_learning_rate_scale",
+        ):
             self.assertIsNone(flags.FLAGS[name].default, name)
         self.assertEqual(train.multilevel_scheme(), train.DEFAULT_SCHEME)
         self.assertIsNot(train.multilevel_scheme(), train.DEFAULT_SCHEME)
@@ -359,7 +406,9 @@ class SchemeTest(tf.test.TestCase):
 
     def test_flags_override_the_scheme(self):
         scheme = train.multilevel_scheme(
-            levels=3, cycle="W", nested_iteration=True, coarsening_factor=2
+            levels=3, cycle="W", nested_iteration=True, coarsening_factor=2,
+            level_patience=2, max_level_epochs=4,
+            coarse_learning_rate_scale="dt",
         )
         self.assertEqual(
             scheme,
@@ -369,8 +418,26 @@ class SchemeTest(tf.test.TestCase):
                 cycle="W",
                 nested_iteration=True,
                 coarsening_factor=2,
+                level_patience=2,
+                max_level_epochs=4,
+                coarse_learning_rate_scale="dt",
             ),
         )
+
+    def test_a_level_epoch_limit_given_without_nested_iteration_stays(self):
+        scheme = train.multilevel_scheme(
+            cycle="V", nested_iteration=False, max_level_epochs=2
+        )
+        self.assertEqual(scheme["max_level_epochs"], 2)
+
+    def test_learning_rate_scale_parses_dt_and_positive_numbers(self):
+        self.assertIsNone(train.learning_rate_scale(None))
+        self.assertEqual(train.learning_rate_scale("dt"), "dt")
+        self.assertEqual(train.learning_rate_scale("0.5"), 0.5)
+        self.assertEqual(train.learning_rate_scale("8"), 8.0)
+        for text in ("-1", "0", "inf", "nan", "DT", ""):
+            with self.assertRaisesRegex(ValueError, "neither 'dt' nor"):
+                train.learning_rate_scale(text)
 
     def test_without_nested_iteration_the_level_epoch_limit_goes(self):
         with mock.patch.dict(train.DEFAULT_SCHEME, max_level_epochs=3):
