@@ -203,56 +203,31 @@ _FLAGS = (
 )
 
 
-def multilevel_scheme(
-    levels=None,
-    cycle=None,
-    nested_iteration=None,
-    coarsening_factor=None,
-    level_patience=None,
-    max_level_epochs=None,
-    coarse_learning_rate_scale=None,
-):
+def multilevel_scheme(**overrides):
     """Returns the multilevel method's settings: `DEFAULT_SCHEME`, overridden.
 
     Args:
-        levels: Optional number of levels (`num_levels`).
-        cycle: Optional cycle, `"V"`, `"W"`, `"F"` or `"none"`.
-        nested_iteration: Optional bool.
-        coarsening_factor: Optional factor by which each level divides the
-            blocks.
-        level_patience: Optional epochs without improvement before nested
-            iteration moves one level finer.
-        max_level_epochs: Optional limit of epochs per coarse level.
-        coarse_learning_rate_scale: Optional scale of the coarse levels'
-            learning rates, a positive number or `"dt"` (see
-            `learning_rate_scale`).
+        **overrides: `MultilevelModel` keyword arguments (`num_levels`,
+            `cycle`, `nested_iteration`, `coarsening_factor`,
+            `level_patience`, `max_level_epochs`,
+            `coarse_learning_rate_scale`, ...); None means "the default
+            scheme's".
 
     Returns:
         A dict of `MultilevelModel` keyword arguments: `DEFAULT_SCHEME` with
-        the arguments that are not None in place of its entries. Without
+        the overrides that are not None in place of its entries. Without
         nested iteration, the default scheme's limit of epochs per coarse
         level (`max_level_epochs`) is dropped, since it has no meaning
         there; a limit passed here is kept, and `MultilevelModel` rejects it.
 
     Example:
 
-    >>> multilevel_scheme(levels=2)["num_levels"]
+    >>> multilevel_scheme(num_levels=2, cycle=None)["num_levels"]
     2
     """
-    overrides = dict(
-        num_levels=levels,
-        cycle=cycle,
-        nested_iteration=nested_iteration,
-        coarsening_factor=coarsening_factor,
-        level_patience=level_patience,
-        max_level_epochs=max_level_epochs,
-        coarse_learning_rate_scale=coarse_learning_rate_scale,
-    )
-    scheme = dict(
-        DEFAULT_SCHEME,
-        **{key: value for key, value in overrides.items() if value is not None},
-    )
-    if not scheme["nested_iteration"] and max_level_epochs is None:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    scheme = dict(DEFAULT_SCHEME, **given)
+    if not scheme["nested_iteration"] and "max_level_epochs" not in given:
         scheme.pop("max_level_epochs", None)
     return scheme
 
@@ -606,13 +581,15 @@ def main(argv):
     try:
         schemes = {
             MULTILEVEL: multilevel_scheme(
-                _LEVELS.value,
-                _CYCLE.value,
-                _NESTED_ITERATION.value,
-                _COARSENING_FACTOR.value,
-                _LEVEL_PATIENCE.value,
-                _MAX_LEVEL_EPOCHS.value,
-                learning_rate_scale(_COARSE_LEARNING_RATE_SCALE.value),
+                num_levels=_LEVELS.value,
+                cycle=_CYCLE.value,
+                nested_iteration=_NESTED_ITERATION.value,
+                coarsening_factor=_COARSENING_FACTOR.value,
+                level_patience=_LEVEL_PATIENCE.value,
+                max_level_epochs=_MAX_LEVEL_EPOCHS.value,
+                coarse_learning_rate_scale=learning_rate_scale(
+                    _COARSE_LEARNING_RATE_SCALE.value
+                ),
             )
         }
         if _COMPARE.value:

@@ -394,6 +394,10 @@ class SchemeTest(tf.test.TestCase):
             self.assertIsNone(flags.FLAGS[name].default, name)
         self.assertEqual(train.multilevel_scheme(), train.DEFAULT_SCHEME)
         self.assertIsNot(train.multilevel_scheme(), train.DEFAULT_SCHEME)
+        self.assertEqual(
+            train.multilevel_scheme(num_levels=None, cycle=None),
+            train.DEFAULT_SCHEME,
+        )
 
     def test_default_scheme_is_the_one_source_of_defaults(self):
         with mock.patch.dict(
@@ -406,7 +410,7 @@ class SchemeTest(tf.test.TestCase):
 
     def test_flags_override_the_scheme(self):
         scheme = train.multilevel_scheme(
-            levels=3, cycle="W", nested_iteration=True, coarsening_factor=2,
+            num_levels=3, cycle="W", nested_iteration=True, coarsening_factor=2,
             level_patience=2, max_level_epochs=4,
             coarse_learning_rate_scale="dt",
         )
