@@ -264,12 +264,13 @@ class MainTest(tf.test.TestCase, parameterized.TestCase):
     )
     def test_bad_scheme_flags_fail_before_training(self, scale, expected):
         output_dir = os.path.join(_tempdir(self), "out")
-        nested = {} if scale else dict(
+        other_flags = {} if scale else dict(
             nested_iteration=False, cycle="V", max_level_epochs=2
         )
         message = self._main_error(
             dataset="spiral", blocks=8, width=4, levels=2,
-            coarse_learning_rate_scale=scale, output_dir=output_dir, **nested
+            coarse_learning_rate_scale=scale, output_dir=output_dir,
+            **other_flags,
         )
         self.assertStartsWith(message, "Error: " + expected)
         self.assertFalse(os.path.exists(output_dir))
