@@ -23,7 +23,6 @@ none (mnist, cifar10, ...).
 """
 
 import datetime
-import math
 import os
 
 import keras
@@ -235,15 +234,17 @@ def multilevel_scheme(**overrides):
 def learning_rate_scale(text):
     """Parses --coarse_learning_rate_scale.
 
+    `MultilevelModel` checks the value (`"dt"` or a positive number).
+
     Args:
         text: The flag's value: None (the default scheme's scale), `"dt"`,
-            or a positive number as text.
+            or a number as text.
 
     Returns:
         None, `"dt"`, or the number as a float.
 
     Raises:
-        ValueError: If `text` is neither `"dt"` nor a positive finite number.
+        ValueError: If `text` is neither `"dt"` nor a number.
 
     Example:
 
@@ -253,16 +254,13 @@ def learning_rate_scale(text):
     if text is None or text == "dt":
         return text
     try:
-        scale = float(text)
+        return float(text)
     except ValueError:
-        scale = math.nan
-    if not 0 < scale < math.inf:
         raise ValueError(
             f"--coarse_learning_rate_scale={text!r} is neither 'dt' nor a "
-            "positive number. Pass 'dt' (each coarse level's rate scaled by "
-            "its step size) or a number such as 0.5."
-        )
-    return scale
+            "number. Pass 'dt' (each coarse level's rate scaled by its step "
+            "size) or a positive number such as 0.5."
+        ) from None
 
 
 def select_target(runs, target=None):

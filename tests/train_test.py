@@ -255,7 +255,7 @@ class MainTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(
         ("not_a_number", "fast", "--coarse_learning_rate_scale='fast' is"),
-        ("zero", "0", "--coarse_learning_rate_scale='0' is"),
+        ("zero", "0", "`coarse_learning_rate_scale` must be 'dt'"),
         (
             "limit_without_nested_iteration",
             None,
@@ -435,12 +435,12 @@ class SchemeTest(tf.test.TestCase):
         )
         self.assertEqual(scheme["max_level_epochs"], 2)
 
-    def test_learning_rate_scale_parses_dt_and_positive_numbers(self):
+    def test_learning_rate_scale_parses_dt_and_numbers(self):
         self.assertIsNone(train.learning_rate_scale(None))
         self.assertEqual(train.learning_rate_scale("dt"), "dt")
         self.assertEqual(train.learning_rate_scale("0.5"), 0.5)
         self.assertEqual(train.learning_rate_scale("8"), 8.0)
-        for text in ("-1", "0", "inf", "nan", "DT", ""):
+        for text in ("fast", "DT", ""):
             with self.assertRaisesRegex(ValueError, "neither 'dt' nor"):
                 train.learning_rate_scale(text)
 
