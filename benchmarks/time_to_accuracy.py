@@ -19,7 +19,8 @@ waits), in wall time without compile (estimated by `WallClock`), and in work
 the speedup with depth (K = 32, 64, ... up to the first task's K, or
 --depths) and an ablation of the multilevel options on the first task. Both
 methods of a comparison run side by side in the same process on the same
-machine. --replicate trains the best configurations of an earlier run again,
+machine, in alternating order; each run starts from a cleared Keras session,
+with its training data shuffled by its seed. --replicate trains the best configurations of an earlier run again,
 over --seeds seeds, against its targets: a check of its tasks table.
 --scheme changes the default scheme of the multilevel method.
 
@@ -48,6 +49,7 @@ Usage:
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -485,9 +487,37 @@ def _restart_if_compiled_code_fills_memory_maps():
         os.execv(sys.executable, [sys.executable] + argv)
 
 
-def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
-          blocks):
+def load_task(task, settings, args, seed):
+    """Loads a task's training and validation data for one run.
+
+    Args:
+        task: The data set name.
+        settings: The task's `TaskSettings`.
+        args: The parsed flags (batch size, data directory).
+        seed: The run's seed, which orders the training data's epochs.
+
+    Returns:
+        `((train, validation), info, settings)`: new pipelines, whose
+        shuffle starts from `seed` whatever other pipelines have done.
+    """
+    return mlres.datasets.load(
+        task, batch_size=args.batch_size,
+        split=(
+            f"train[:{settings.train_examples}]"
+            if settings.train_examples else "train",
+            validation_split(task, args.data_dir),
+        ),
+        data_dir=args.data_dir, seed=seed, with_info=True,
+    ) + (settings,)
+
+
+def train(task, load_data, method, scheme, optimizer, learning_rate, seed,
+          args, blocks):
     """Trains one configuration and returns its `Run`.
+
+    Every run starts from a cleared Keras session and loads its own data,
+    shuffled by its seed (`load_data(seed)`), so that neither the runs
+    before it nor its place in the benchmark change what it trains on.
 
     With `--continue` or `--reuse`, a run recorded in this benchmark's
     runs.json (`args.own_runs`) or in the reused one (`args.reused_runs`)
@@ -498,7 +528,8 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     for recorded in (args.own_runs, args.reused_runs):
         if key in recorded:
             return recorded[key]
-    (train_ds, val_ds), info, settings = data
+    keras.backend.clear_session()
+    (train_ds, val_ds), info, settings = load_data(seed)
     features_key, label_key = info.supervised_keys
     input_shape = info.features[features_key].shape
     scheme = dict(scheme)
@@ -564,18 +595,20 @@ def train(task, data, method, scheme, optimizer, learning_rate, seed, args,
     return run
 
 
-def sweep(task, data, methods, args, blocks):
+def sweep(task, load_data, methods, args, blocks):
     """Runs each method's configurations over the seeds, interleaved.
 
     Args:
+        load_data: The task's data for a seed, as `train` takes it.
         methods: Dict from method name to `(scheme, configurations)`, where
             configurations lists (optimizer, learning rate) pairs or is None
             for the full sweep of both optimizers.
 
     Returns:
         A dict from method name to its list of `Run`s. The runs of the
-        methods alternate, so that a change of load on the machine affects
-        them alike.
+        methods alternate, and which method goes first alternates from one
+        configuration (or seed) to the next, so that neither a change of
+        load on the machine nor the order favours one method.
     """
     full = [
         (optimizer, lr)
@@ -592,12 +625,13 @@ def sweep(task, data, methods, args, blocks):
     }
     runs = {method: [] for method in methods}
     for index in range(max(len(j) for j in jobs.values())):
-        for method, method_jobs in jobs.items():
+        order = list(jobs.items())
+        for method, method_jobs in order[::-1] if index % 2 else order:
             if index < len(method_jobs):
                 scheme, optimizer, lr, seed = method_jobs[index]
                 runs[method].append(
-                    train(task, data, method, scheme, optimizer, lr, seed,
-                          args, blocks)
+                    train(task, load_data, method, scheme, optimizer, lr,
+                          seed, args, blocks)
                 )
     return runs
 
@@ -1015,18 +1049,6 @@ def main(argv=None):
         _FLAGS, json.dumps(sys.argv[1:] if argv is None else argv)
     ))
 
-    data = {
-        task: mlres.datasets.load(
-            task, batch_size=args.batch_size,
-            split=(
-                f"train[:{settings[task].train_examples}]"
-                if settings[task].train_examples else "train",
-                validation_split(task, args.data_dir),
-            ),
-            data_dir=args.data_dir, with_info=True,
-        ) + (settings[task],)
-        for task in tasks
-    }
     all_runs, lines, baselines = [], [], {}
 
     def compare_task(task, blocks, multilevel_scheme, method,
@@ -1035,7 +1057,10 @@ def main(argv=None):
         methods = {method: (multilevel_scheme, configurations)}
         if (task, blocks) not in baselines:
             methods["single level"] = (BASELINE_SCHEME, base_configurations)
-        runs = sweep(task, data[task], methods, args, blocks)
+        runs = sweep(
+            task, functools.partial(load_task, task, settings[task], args),
+            methods, args, blocks,
+        )
         baselines.setdefault((task, blocks), runs.get("single level"))
         for method_runs in runs.values():
             all_runs.extend(method_runs)

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import tempfile
 import types
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -300,12 +302,23 @@ class BenchmarksTest(parameterized.TestCase):
             time_horizon=4.0, stages=1, batch_norm=False,
             steps_per_execution=1,
         )
-        with contextlib.redirect_stdout(io.StringIO()) as printed:
+        loaded_seeds = []
+
+        def load_data(seed):
+            loaded_seeds.append(seed)
+            return (train_ds, val_ds.take(2)), info, settings
+
+        clear_session = script.keras.backend.clear_session
+        with contextlib.redirect_stdout(io.StringIO()) as printed, \
+                mock.patch.object(script.keras.backend, "clear_session",
+                                  wraps=clear_session) as cleared:
             diverged = script.train(
-                "peaks", ((train_ds, val_ds.take(2)), info, settings),
-                "single level", script.BASELINE_SCHEME, "adam", 0.01, 0,
-                args, 4,
+                "peaks", load_data, "single level", script.BASELINE_SCHEME,
+                "adam", 0.01, 3, args, 4,
             )
+        # The run started from a cleared session, with its seed's data.
+        cleared.assert_called_once_with()
+        self.assertEqual(loaded_seeds, [3])
         self.assertIn("diverged in epoch 1", printed.getvalue())
         self.assertEqual(diverged.diverged_epoch, 0)
         self.assertEqual(diverged.epoch_times, [])
@@ -315,7 +328,7 @@ class BenchmarksTest(parameterized.TestCase):
             self.assertEqual(json.load(f)[0]["diverged_epoch"], 0)
         # Against a run that trained, it never reaches the target.
         trained = script.Run(
-            "peaks", "multilevel", "adam", 0.01, 0, 4,
+            "peaks", "multilevel", "adam", 0.01, 3, 4,
             {"val_accuracy": [0.5, 0.9], "work": [1.0, 2.0]},
             [1.0, 2.0], [1.0, 2.0],
         )
@@ -325,6 +338,54 @@ class BenchmarksTest(parameterized.TestCase):
         self.assertIn("| 0.0000 / 0.9000 | 0 / 1 |", script._row("peaks", result))
         path = script.plot("peaks", result, tmp)
         self.assertGreater(os.path.getsize(path), 1000)
+
+    def test_sweep_alternates_which_method_trains_first(self):
+        script = _load_script("time_to_accuracy")
+        order = []
+
+        def train(task, load_data, method, scheme, optimizer, rate, seed,
+                  args, blocks):
+            order.append((method, optimizer, seed))
+
+        args = types.SimpleNamespace(seeds=3, optimizers=[], learning_rates=0)
+        methods = {
+            "multilevel": ({}, [("adam", 0.01)]),
+            "single level": (script.BASELINE_SCHEME, [("sgd", 0.1)]),
+        }
+        with mock.patch.object(script, "train", train):
+            script.sweep("peaks", None, methods, args, 4)
+        self.assertEqual(order, [
+            ("multilevel", "adam", 0), ("single level", "sgd", 0),
+            ("single level", "sgd", 1), ("multilevel", "adam", 1),
+            ("multilevel", "adam", 2), ("single level", "sgd", 2),
+        ])
+
+    def test_each_run_loads_its_data_shuffled_by_its_seed(self):
+        script = _load_script("time_to_accuracy")
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        settings = script.TaskSettings(4, 4, 1, 500, False)
+        args = types.SimpleNamespace(batch_size=50, data_dir=tmp)
+
+        def load(seed):
+            (train_ds, _), _, loaded = script.load_task(
+                "peaks", settings, args, seed
+            )
+            self.assertIs(loaded, settings)
+            return train_ds
+
+        def first_batch(train_ds):
+            return next(iter(train_ds))[0].numpy()
+
+        earlier_run = load(0)
+        first = first_batch(earlier_run)
+        for _ in range(2):
+            for _ in earlier_run:
+                pass
+        # A shared pipeline would be in its fourth epoch by now: a run's own
+        # starts at the first epoch of its seed.
+        np.testing.assert_array_equal(first_batch(load(0)), first)
+        self.assertFalse(np.array_equal(first_batch(load(1)), first))
 
     def test_point_sets_and_images_have_their_own_settings(self):
         script = _load_script("time_to_accuracy")
