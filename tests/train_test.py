@@ -214,13 +214,14 @@ class MainTest(tf.test.TestCase, parameterized.TestCase):
     def test_steps_per_execution_reaches_compile(self):
         compiled = {}
 
-        def stop_before_training(name, model, data, output_dir):
+        def stop_before_the_second_fit(name, model, data, output_dir):
             del data, output_dir  # Unused: nothing trains.
             compiled[name] = model.steps_per_execution
-            raise _StopBeforeTraining
+            if len(compiled) == 2:
+                raise _StopBeforeTraining
 
         with mock.patch.object(
-            train, "_fit", side_effect=stop_before_training
+            train, "_fit", side_effect=stop_before_the_second_fit
         ), flagsaver.flagsaver(
             dataset="spiral", blocks=4, width=4, levels=2,
             steps_per_execution=7, data_dir=_tempdir(self),
@@ -228,7 +229,7 @@ class MainTest(tf.test.TestCase, parameterized.TestCase):
         ):
             with self.assertRaises(_StopBeforeTraining):
                 train.main(["train"])
-        self.assertEqual(compiled, {"single_level": 7})
+        self.assertEqual(compiled, {"single_level": 7, "multilevel": 7})
 
     def test_scheme_flags_reach_the_multilevel_model(self):
         built = {}
