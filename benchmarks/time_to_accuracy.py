@@ -20,8 +20,9 @@ the speedup with depth (K = 32, 64, ... up to the first task's K, or
 --depths) and an ablation of the multilevel options on the first task. Both
 methods of a comparison run side by side in the same process on the same
 machine, in alternating order; each run starts from a cleared Keras session,
-with its training data shuffled by its seed. --replicate trains the best configurations of an earlier run again,
-over --seeds seeds, against its targets: a check of its tasks table.
+with its training data shuffled by its seed. --replicate trains the best
+configurations of an earlier run again, over --seeds seeds, against its
+targets: a check of its tasks table.
 --scheme changes the default scheme of the multilevel method.
 
 The point sets' defaults (width 64, K = 512) make a fine epoch cost 7-8 s
