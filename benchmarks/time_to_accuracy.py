@@ -126,6 +126,23 @@ ABLATION = {
         "one V-cycle per batch, 3 levels",
         dict(_ONE_CYCLE_PER_BATCH, num_levels=3, cycle="V"),
     ),
+    "w3": (
+        "one W-cycle per batch, 3 levels",
+        dict(_ONE_CYCLE_PER_BATCH, num_levels=3, cycle="W"),
+    ),
+    # Eight steps on K/8 blocks cost about one fine gradient: many cheap
+    # coarse steps for each fine one.
+    "v_k8_steps8": (
+        "one V-cycle per batch, K/8, 8 coarse steps",
+        dict(
+            _ONE_CYCLE_PER_BATCH, num_levels=2, coarsening_factor=8,
+            cycle="V", coarse_steps=8,
+        ),
+    ),
+    "v_pre2": (
+        "one V-cycle per batch, 2 pre-smoothing steps",
+        dict(_ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V", pre_smoothing=2),
+    ),
     "v_keep": (
         "V-cycle, coarse state kept",
         dict(
