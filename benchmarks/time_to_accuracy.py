@@ -83,6 +83,7 @@ _SHALLOWEST_DEPTH = 32
 # Each variant overrides some of DEFAULT_SCHEME's entries; --ablation picks
 # variants by key.
 _ONE_CYCLE_PER_BATCH = dict(nested_iteration=False, post_smoothing=1)
+_TWO_LEVEL_V_CYCLE = dict(_ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V")
 _K8_THREE_EPOCHS = dict(
     num_levels=2, coarsening_factor=8, max_level_epochs=3, level_patience=3,
 )
@@ -119,8 +120,7 @@ ABLATION = {
         "nested iteration + V-cycles", dict(cycle="V", post_smoothing=1),
     ),
     "v2": (
-        "one V-cycle per batch, 2 levels",
-        dict(_ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V"),
+        "one V-cycle per batch, 2 levels", _TWO_LEVEL_V_CYCLE,
     ),
     "v3": (
         "one V-cycle per batch, 3 levels",
@@ -134,25 +134,19 @@ ABLATION = {
     # coarse steps for each fine one.
     "v_k8_steps8": (
         "one V-cycle per batch, K/8, 8 coarse steps",
-        dict(
-            _ONE_CYCLE_PER_BATCH, num_levels=2, coarsening_factor=8,
-            cycle="V", coarse_steps=8,
-        ),
+        dict(_TWO_LEVEL_V_CYCLE, coarsening_factor=8, coarse_steps=8),
     ),
     "v_pre2": (
         "one V-cycle per batch, 2 pre-smoothing steps",
-        dict(_ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V", pre_smoothing=2),
+        dict(_TWO_LEVEL_V_CYCLE, pre_smoothing=2),
     ),
     "v_keep": (
         "V-cycle, coarse state kept",
-        dict(
-            _ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V",
-            coarse_optimizer_state="keep",
-        ),
+        dict(_TWO_LEVEL_V_CYCLE, coarse_optimizer_state="keep"),
     ),
     "v_no_line_search": (
         "V-cycle, no line search",
-        dict(_ONE_CYCLE_PER_BATCH, num_levels=2, cycle="V", line_search=False),
+        dict(_TWO_LEVEL_V_CYCLE, line_search=False),
     ),
 }
 # A control for the dt-scaled variant: plain single-level training whose
