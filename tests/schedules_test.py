@@ -69,3 +69,33 @@ class ScaleLearningRateTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class WarmupCosineTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.parameters(
+        (0, 0.0), (25, 0.005), (50, 0.01), (525, 0.005), (1000, 0.0),
+        (1500, 0.0),
+    )
+    def test_warms_up_linearly_then_decays_to_zero_at_the_end(
+        self, step, expected
+    ):
+        schedule = schedules.warmup_cosine(0.01, total_steps=1000)
+        self.assertAllClose(schedule(step), expected, atol=1e-7)
+
+    def test_warms_up_over_at_least_one_step(self):
+        schedule = schedules.warmup_cosine(0.01, total_steps=4)
+        self.assertAllClose(schedule(1), 0.01)
+
+    @parameterized.named_parameters(
+        ("zero_rate", dict(learning_rate=0.0)),
+        ("bool_rate", dict(learning_rate=True)),
+        ("one_step", dict(total_steps=1)),
+        ("float_steps", dict(total_steps=10.0)),
+        ("full_warmup", dict(warmup_fraction=1.0)),
+    )
+    def test_rejects_out_of_range_arguments(self, change):
+        arguments = dict(learning_rate=0.01, total_steps=100)
+        arguments.update(change)
+        with self.assertRaisesRegex(ValueError, next(iter(change))):
+            schedules.warmup_cosine(**arguments)
