@@ -618,7 +618,9 @@ class MultilevelModel(keras.Model):
                     tracker.update_state(value)
         self.work.assign_add(result.work)
         logs = self.compute_metrics(x, y, result.y_pred, sample_weight)
-        logs["work"] = self.work.value
+        # A snapshot: `Variable.value` is the variable itself on TensorFlow,
+        # which the eager loop (run_eagerly=True) cannot hand on as a log.
+        logs["work"] = keras.ops.copy(self.work)
         logs["level"] = tf.constant(self.active_level)
         return logs
 

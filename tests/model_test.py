@@ -294,6 +294,33 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
         for eager, compiled in zip(*weights):
             self.assertAllClose(eager, compiled, atol=1e-4, rtol=1e-4)
 
+    @parameterized.named_parameters(
+        ("one_level", dict(num_levels=1)),
+        ("v_cycle", dict(num_levels=3, cycle="V")),
+        ("w_cycle", dict(num_levels=3, cycle="W")),
+        ("f_cycle", dict(num_levels=3, cycle="F")),
+        ("nested_iteration", mlres.DEFAULT_SCHEME),
+    )
+    def test_run_eagerly_matches_the_traced_step(self, scheme):
+        results = []
+        for run_eagerly in (True, False):
+            # SGD: Adam would magnify the rounding differences of near-zero
+            # gradients between the two.
+            model = _compiled(
+                mlres.MultilevelModel(_fine(), **scheme),
+                optimizer=keras.optimizers.SGD(0.1),
+                run_eagerly=run_eagerly,
+            )
+            history = model.fit(_dataset().take(3), epochs=2, verbose=0)
+            results.append(
+                (history.history, [v.numpy() for v in model.fine.weights])
+            )
+        (eager_logs, eager), (traced_logs, traced) = results
+        self.assertAllClose(eager_logs["work"], traced_logs["work"])
+        self.assertAllClose(eager_logs["loss"], traced_logs["loss"], rtol=1e-5)
+        for got, want in zip(eager, traced):
+            self.assertAllClose(got, want, atol=1e-5, rtol=1e-5)
+
     def test_train_step_is_traced_once(self):
         class CountTraces(keras.layers.Layer):
             traces = 0
