@@ -54,6 +54,13 @@ def _parameter_count(model):
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
+def _spans_workers(strategy):
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` of 2+ workers."""
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+
+
 @keras.saving.register_keras_serializable(package="keras_mlres")
 class MultilevelModel(keras.Model):
     """Trains a residual network by multilevel (MG/OPT) cycles over depth.
@@ -565,7 +572,37 @@ class MultilevelModel(keras.Model):
     def test_step(self, data):
         logs = super().test_step(data)
         cycle_logs = {tracker.name for tracker in self._cycle_trackers}
-        return {k: v for k, v in logs.items() if k not in cycle_logs}
+        return self._reducible_logs(
+            {k: v for k, v in logs.items() if k not in cycle_logs}
+        )
+
+    def _reducible_logs(self, logs):
+        """Gives each log of a step a batch axis of length 1 across workers.
+
+        Keras logs the mean of a step's logs over the replicas; across
+        workers it takes that mean along the batch axis
+        (`strategy.reduce("MEAN", log, axis=0)`), which a scalar lacks
+        (tensorflow/tensorflow#72388).
+        """
+        if not _spans_workers(self.distribute_strategy):
+            return logs
+        return {name: tf.reshape(log, [1]) for name, log in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds the metrics from the first batch, which it averages
+        # over the replicas with one `strategy.reduce` of the whole (x, y)
+        # structure: across workers that reduce takes single tensors only.
+        # The build needs shapes and dtypes, which any replica's share has.
+        strategy = self.distribute_strategy
+        if iterator is not None and _spans_workers(strategy):
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0],
+                    next(batches),
+                )
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _level_loss(self, model, x, y, sample_weight):
         y_pred = model(x, training=True)
@@ -622,7 +659,7 @@ class MultilevelModel(keras.Model):
         # which the eager loop (run_eagerly=True) cannot hand on as a log.
         logs["work"] = keras.ops.copy(self.work)
         logs["level"] = tf.constant(self.active_level)
-        return logs
+        return self._reducible_logs(logs)
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """Trains the model, as `keras.Model.fit`.
