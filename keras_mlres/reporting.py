@@ -147,38 +147,80 @@ def summary_table(results, baseline=BASELINE):
     return "\n".join(lines)
 
 
-def plot_curves(runs, path, target=None, key="val_accuracy"):
+def level_starts(levels):
+    """Returns the epochs (0-based) where a run starts training a new level.
+
+    Args:
+        levels: The level each epoch trained (the `level` log).
+
+    Returns:
+        `(epoch, level)` pairs: the first epoch, unless it trained the fine
+        level (0), and every epoch whose level differs from the one before.
+
+    Example:
+
+    >>> level_starts([2, 2, 1, 0, 0])
+    [(0, 2), (2, 1), (3, 0)]
+    """
+    return [
+        (epoch, level) for epoch, level in enumerate(levels)
+        if (level != levels[epoch - 1] if epoch else level != 0)
+    ]
+
+
+def plot_curves(runs, path, target=None, key="val_accuracy", title=None):
     """Plots validation accuracy against wall time and against work.
 
     Writes a PNG with two panels, `key` against the wall time of each epoch
     end and against the work (fine-gradient equivalents) at each epoch end,
-    one line per method, and `target` as a horizontal line. Uses
-    matplotlib's Agg backend without touching `pyplot`'s global state.
+    one line per method, and `target` as a horizontal line. A run whose
+    history has a `level` log gets a labelled marker where each level
+    starts (`level_starts`); the first epoch that reaches `target` gets a
+    star. Uses matplotlib's Agg backend without touching `pyplot`'s global
+    state.
 
     Args:
         runs: Dict mapping a method name to a dict with `history` (per-epoch
-            lists with `key` and `work`; empty for a run stopped in its
-            first epoch) and `epoch_times` (seconds).
+            lists with `key`, `work` and optionally `level`; empty for a run
+            stopped in its first epoch) and `epoch_times` (seconds).
         path: Output file (PNG).
         target: Optional target value, drawn as a horizontal line.
         key: The plotted log.
+        title: Optional title of the figure (e.g. task, K and seed).
 
     Example:
 
     ```python
     plot_curves({"multilevel": {"history": history.history,
                                 "epoch_times": clock.epoch_times}},
-                "curves.png", target=0.95)
+                "curves.png", target=0.95, title="peaks, K = 512, seed 0")
     ```
     """
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     by_time, by_work = figure.subplots(1, 2, sharey=True)
     for method, run in runs.items():
-        values = run["history"].get(key, [])
-        style = dict(marker="o", markersize=3, label=method)
-        by_time.plot(run["epoch_times"], values, **style)
-        by_work.plot(run["history"].get("work", []), values, **style)
+        history = run["history"]
+        values = history.get(key, [])
+        for axes, xs in ((by_time, run["epoch_times"]),
+                         (by_work, history.get("work", []))):
+            if not len(xs):
+                continue
+            (line,) = axes.plot(xs, values, marker="o", markersize=3,
+                                label=method)
+            for epoch, level in level_starts(history.get("level", [])):
+                axes.annotate(
+                    f"L{level}", (xs[epoch], values[epoch]),
+                    textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7, color=line.get_color(),
+                )
+            reached = (
+                None if target is None
+                else first_epoch_reaching(values, target)
+            )
+            if reached is not None:
+                axes.plot(xs[reached - 1], values[reached - 1], marker="*",
+                          markersize=12, color=line.get_color())
     for axes, label in (
         (by_time, "wall time since the start of fit (s)"),
         (by_work, "work (fine-gradient equivalents)"),
@@ -194,6 +236,8 @@ def plot_curves(runs, path, target=None, key="val_accuracy"):
         axes.grid(alpha=0.3)
         axes.legend(loc="lower right")
     by_time.set_ylabel(key.replace("_", " "))
+    if title:
+        figure.suptitle(title)
     figure.savefig(path, format="png", dpi=100)
 
 

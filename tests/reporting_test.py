@@ -154,6 +154,18 @@ class SummaryTableTest(absltest.TestCase):
         self.assertEqual(table.splitlines()[2].split()[-2:], ["2.00x", "1.00x"])
 
 
+class LevelStartsTest(parameterized.TestCase):
+
+    @parameterized.parameters(
+        ([2, 2, 1, 0, 0], [(0, 2), (2, 1), (3, 0)]),
+        ([0, 0, 0], []),
+        ([1], [(0, 1)]),
+        ([], []),
+    )
+    def test_the_first_epoch_of_each_level(self, levels, expected):
+        self.assertEqual(reporting.level_starts(levels), expected)
+
+
 class PlotCurvesTest(parameterized.TestCase):
 
     @parameterized.named_parameters(("with_target", 0.9), ("no_target", None))
@@ -170,12 +182,16 @@ class PlotCurvesTest(parameterized.TestCase):
                 "history": {
                     "val_accuracy": [0.6, 0.9, 0.95],
                     "work": [20.0, 60.0, 160.0],
+                    "level": [1, 1, 0],
                 },
                 "epoch_times": [5.0, 7.0, 8.0],
             },
+            "stopped in its first epoch": {
+                "history": {}, "epoch_times": [],
+            },
         }
         path = os.path.join(_tempdir(self), "curves.png")
-        reporting.plot_curves(runs, path, target=target)
+        reporting.plot_curves(runs, path, target=target, title="spiral")
         with open(path, "rb") as file:
             content = file.read()
         self.assertTrue(content.startswith(_PNG_SIGNATURE))
