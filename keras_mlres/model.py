@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import os
 import warnings
 
 import keras
@@ -778,12 +779,16 @@ class MultilevelModel(keras.Model):
         otherwise hold the stage weights of the epoch's start).
 
         Raises:
-            ValueError: If a weight is NaN or Inf (training diverged). Nothing
-                is written: a file already at `filepath` is left as it was.
+            ValueError: If `filepath` ends in `.h5` or `.hdf5` (Keras's legacy
+                H5 format, which cannot hold the hierarchy; use `.keras`, or
+                `save_weights` with `.weights.h5`), or if a weight is NaN or
+                Inf (training diverged). Nothing is written: a file already
+                at `filepath` is left as it was.
                 Raised mid-epoch within `fit` (by a `ModelCheckpoint` with
                 `save_freq` in batches), it stops `fit`, and the weights and
                 optimizer states are put back to where the epoch started.
         """
+        _check_not_legacy_h5(filepath)
         self._prepare_to_write(filepath)
         return super().save(filepath, *args, **kwargs)
 
@@ -833,6 +838,24 @@ class MultilevelModel(keras.Model):
         self.active_level -= 1
         self.nested_schedule.assign([self.active_level, 0, 0])
         self.make_train_function(force=True)
+
+
+def _check_not_legacy_h5(filepath):
+    """Refuses Keras's legacy H5 format for a whole model, before writing.
+
+    Keras would write `.h5` and `.hdf5` files with its legacy saver, which
+    fails part-way on a `MultilevelModel`.
+    """
+    stem, extension = os.path.splitext(str(filepath))
+    if extension not in (".h5", ".hdf5"):
+        return
+    stem = stem.removesuffix(".weights")
+    raise ValueError(
+        f"MultilevelModel cannot be saved in Keras's legacy H5 format "
+        f"({filepath!s}). Save the whole model with "
+        f"model.save('{stem}.keras'), or only its weights with "
+        f"model.save_weights('{stem}.weights.h5')."
+    )
 
 
 def _check_cycle_takes_steps(

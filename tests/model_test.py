@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import warnings
@@ -384,6 +385,25 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(loaded.level_optimizers[1].learning_rate, 0.2)
         history = loaded.fit(_dataset(), epochs=2, verbose=0)
         self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+
+    @parameterized.named_parameters(
+        ("h5", "model.h5", str),
+        ("hdf5", "model.hdf5", str),
+        ("weights_h5_as_a_model", "model.weights.h5", str),
+        ("path_object", "model.h5", pathlib.Path),
+    )
+    def test_legacy_h5_is_refused_before_anything_is_written(
+        self, name, as_path
+    ):
+        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        path = as_path(os.path.join(self.get_temp_dir(), name))
+        with self.assertRaisesRegex(
+            ValueError,
+            "legacy H5 format.*model.save\\('.*model.keras'\\).*"
+            "model.save_weights\\('.*model.weights.h5'\\)",
+        ):
+            model.save(path)
+        self.assertFalse(os.path.exists(path))
 
     def test_export_serves_the_fine_network_in_a_fresh_process(self):
         path = os.path.join(self.get_temp_dir(), "exported")
