@@ -5,16 +5,21 @@ comparison runs in a fresh Python process.
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 from absl.testing import absltest
 
-# Two CPU replicas, the network and the data of both scripts.
-_SETUP = textwrap.dedent(
+import distribute_util
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+
+# Two CPU replicas, and the network, data and training of distribute_util.
+_SETUP = f"import sys; sys.path.insert(0, {_TESTS!r})\n" + textwrap.dedent(
     """
-    import json, sys
+    import json
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -22,21 +27,8 @@ _SETUP = textwrap.dedent(
     import keras
     import numpy as np
     import keras_mlres as mlres
+    from distribute_util import arrays, fine, print_results, relative, train
 
-    def fine():
-        keras.utils.set_random_seed(0)
-        return keras.Sequential([
-            keras.Input((2,)),
-            keras.layers.Dense(4, activation="tanh"),
-            mlres.layers.ODEStack(
-                mlres.layers.ResidualODEBlock(4, activation="tanh"),
-                num_blocks=8, time_horizon=1.0),
-            keras.layers.Dense(3),
-        ])
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 2)).astype("float32")
-    y = rng.integers(0, 3, 64)
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     """
 )
@@ -46,26 +38,6 @@ _SETUP = textwrap.dedent(
 # largest relative differences of weights, optimizer states and logs.
 _SCRIPT = _SETUP + textwrap.dedent(
     """
-    def train(strategy, options, optimizer):
-        with strategy.scope():
-            model = mlres.MultilevelModel(fine(), **options)
-            model.compile(
-                keras.optimizers.get(optimizer),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False,
-                            verbose=0)
-        states = []
-        for level in range(model.num_levels):
-            states += [v.numpy()
-                       for v in model.hierarchy.level(level).weights]
-        for opt in [model.optimizer] + model.level_optimizers:
-            states += [v.numpy() for v in opt.variables]
-        return states, history.history
-
-    def relative(a, b):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
-
     results = {}
     for name, options, optimizer in json.loads(sys.argv[1]):
         got, got_logs = train(mirrored, options, optimizer)
@@ -78,7 +50,7 @@ _SCRIPT = _SETUP + textwrap.dedent(
                      for key in want_logs if key != "work"},
             "work": [got_logs["work"][-1], want_logs["work"][-1]],
         }
-    print("RESULTS" + json.dumps(results))
+    print_results(results)
     """
 )
 
@@ -86,6 +58,7 @@ _SCRIPT = _SETUP + textwrap.dedent(
 # must raise and put every replica's weights and optimizer state back.
 _RESTORE_SCRIPT = _SETUP + textwrap.dedent(
     """
+    x, y = arrays()
     with mirrored.scope():
         model = mlres.MultilevelModel(fine(), num_levels=2)
         model.compile(
@@ -103,14 +76,14 @@ _RESTORE_SCRIPT = _SETUP + textwrap.dedent(
     except mlres.NonFiniteLossError as error:
         raised = error.monitor
     after = [[r.numpy() for r in v.value.values] for v in variables]
-    print("RESULTS" + json.dumps({
+    print_results({
         "raised": raised,
         "replicas": len(before[0]),
         "restored": all(
             np.array_equal(a, b)
             for replicas_a, replicas_b in zip(after, before)
             for a, b in zip(replicas_a, replicas_b)),
-    }))
+    })
     """
 )
 
@@ -141,10 +114,7 @@ class MirroredStrategyTest(absltest.TestCase):
             capture_output=True, text=True, timeout=600,
         )
         self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
-        line = next(
-            l for l in completed.stdout.splitlines() if l.startswith("RESULTS")
-        )
-        return json.loads(line[len("RESULTS"):])
+        return distribute_util.parse_results(completed.stdout)
 
     def test_a_nan_epoch_is_undone_on_every_replica(self):
         result = self._run(_RESTORE_SCRIPT)
