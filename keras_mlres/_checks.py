@@ -1,5 +1,6 @@
 """Argument checks shared by the modules: clear errors that name the fix."""
 
+import math
 import numbers
 
 import keras
@@ -15,6 +16,59 @@ def is_integer(value):
         value: The received value.
     """
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_bool(argument, value):
+    """Raises ValueError unless `value` is a bool (numpy's too).
+
+    A string such as `"False"` is truthy, so taking it for a bool would
+    silently turn the option on.
+
+    Args:
+        argument: The argument's name, for the message.
+        value: The received value.
+
+    Returns:
+        `value` as a plain `bool`.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(
+            f"`{argument}` must be True or False. "
+            f"Received: {argument}={value!r}"
+        )
+    return bool(value)
+
+
+def check_float(argument, value, allow_zero=False, hint=""):
+    """Raises ValueError unless `value` is a finite number > 0 (or >= 0).
+
+    Args:
+        argument: The argument's name, for the message.
+        value: The received value: a real number, numpy's too (not a bool or
+            a string).
+        allow_zero: Whether 0 is allowed.
+        hint: Optional sentence appended to the message.
+
+    Returns:
+        `value` as a `float`.
+    """
+    valid = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not valid:
+        requirement = (
+            "a finite number >= 0" if allow_zero
+            else "a positive finite number"
+        )
+        hint = f" {hint}" if hint else ""
+        raise ValueError(
+            f"`{argument}` must be {requirement}. "
+            f"Received: {argument}={value!r}.{hint}"
+        )
+    return float(value)
 
 
 def all_finite(variables):

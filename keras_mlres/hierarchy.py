@@ -7,6 +7,7 @@ from keras_mlres import transfer
 from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_coarsening_factor
 from keras_mlres._checks import check_count
+from keras_mlres._checks import is_integer
 from keras_mlres.layers.ode_stack import ODEStack
 
 
@@ -199,6 +200,11 @@ class Hierarchy:
 
     def level(self, index):
         """Returns the `keras.Model` of level `index` (0 is the finest)."""
+        if not is_integer(index):
+            raise ValueError(
+                f"The level must be an integer from 0 to "
+                f"{self.num_levels - 1}. Received: level={index!r}"
+            )
         if not 0 <= index < self.num_levels:
             raise ValueError(
                 f"Level {index} does not exist: the hierarchy has levels 0 to "

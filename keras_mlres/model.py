@@ -16,6 +16,7 @@ from keras_mlres import export as export_lib
 from keras_mlres import optimizer_state
 from keras_mlres import schedules
 from keras_mlres._checks import all_finite
+from keras_mlres._checks import check_bool
 from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_count
 from keras_mlres._checks import check_finite_weights
@@ -204,6 +205,8 @@ class MultilevelModel(keras.Model):
         if isinstance(model, dict):
             model = keras.saving.deserialize_keras_object(model)
         check_choice("cycle", cycle, cycles.CYCLES)
+        line_search = check_bool("line_search", line_search)
+        nested_iteration = check_bool("nested_iteration", nested_iteration)
         pre_smoothing = check_count("pre_smoothing", pre_smoothing)
         post_smoothing = check_count("post_smoothing", post_smoothing)
         coarse_steps = check_count("coarse_steps", coarse_steps)
@@ -258,11 +261,11 @@ class MultilevelModel(keras.Model):
         self.pre_smoothing = pre_smoothing
         self.post_smoothing = post_smoothing
         self.coarse_steps = coarse_steps
-        self.line_search = bool(line_search)
+        self.line_search = line_search
         self.max_backtracking = max_backtracking
         self.coarse_learning_rate_scale = coarse_learning_rate_scale
         self.coarse_optimizer_state = coarse_optimizer_state
-        self.nested_iteration = bool(nested_iteration)
+        self.nested_iteration = nested_iteration
         self.level_patience = level_patience
         self.max_level_epochs = max_level_epochs
         self.nested_optimizer_state = nested_optimizer_state

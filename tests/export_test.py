@@ -184,6 +184,20 @@ class HubExportTest(tf.test.TestCase, parameterized.TestCase):
                 _multilevel().fine, self.get_temp_dir(), level=1
             )
 
+    @parameterized.named_parameters(
+        ("float", 1.0, "level=1.0"), ("string", "1", "level='1'"),
+        ("bool", True, "level=True"),
+    )
+    def test_level_that_is_not_an_integer_is_an_error(self, level, received):
+        with self.assertRaisesRegex(
+            ValueError,
+            f"The level must be an integer from 0 to 2.*Received: {received}",
+        ):
+            _multilevel().export(
+                os.path.join(self.get_temp_dir(), "m"), level=level,
+                verbose=False,
+            )
+
     def test_level_out_of_range_is_an_error(self):
         with self.assertRaisesRegex(ValueError, "Level 3 does not exist"):
             _multilevel(num_levels=3).export(

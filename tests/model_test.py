@@ -1140,6 +1140,22 @@ class InvalidSettingsTest(tf.test.TestCase, parameterized.TestCase):
         ("bool_scale", dict(coarse_learning_rate_scale=True), "positive"),
         ("inf_scale", dict(coarse_learning_rate_scale=float("inf")), "positive"),
         (
+            "string_line_search",
+            dict(line_search="no"),
+            "`line_search` must be True or False. Received: line_search='no'",
+        ),
+        (
+            "string_nested_iteration",
+            dict(nested_iteration="False"),
+            "`nested_iteration` must be True or False. Received: "
+            "nested_iteration='False'",
+        ),
+        (
+            "number_nested_iteration",
+            dict(nested_iteration=0),
+            "`nested_iteration` must be True or False",
+        ),
+        (
             "single_level_without_steps",
             dict(num_levels=1, pre_smoothing=0, post_smoothing=0),
             "pre_smoothing",

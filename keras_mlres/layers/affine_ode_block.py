@@ -4,6 +4,7 @@ import keras
 from keras import activations
 from keras import initializers
 
+from keras_mlres._checks import check_bool
 from keras_mlres.layers.ode_block import ODEBlock
 from keras_mlres.layers.ode_block import WeightSpec
 
@@ -65,9 +66,9 @@ class AffineODEBlock(ODEBlock):
     ):
         super().__init__(dt=dt, **kwargs)
         self.activation = activations.get(activation)
-        self.double_layer = bool(double_layer)
+        self.double_layer = check_bool("double_layer", double_layer)
         self._hidden_width = int(hidden_width or width)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)

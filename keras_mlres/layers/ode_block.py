@@ -1,11 +1,12 @@
 """Base class of residual ODE blocks: one forward-Euler step per block."""
 
 import dataclasses
-import math
 from typing import Any, Optional, Tuple
 
 import keras
 from keras import ops
+
+from keras_mlres._checks import check_float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +67,11 @@ class ODEBlock(keras.layers.Layer):
 
     def __init__(self, dt=1.0, **kwargs):
         super().__init__(**kwargs)
-        dt = float(dt)
-        if not 0.0 < dt < math.inf:
-            raise ValueError(
-                f"`dt` must be a positive finite float. Received: dt={dt}. "
-                "Pass the time step of the block, e.g. time_horizon / "
-                "num_blocks."
-            )
-        self.dt = dt
+        self.dt = check_float(
+            "dt", dt,
+            hint="Pass the time step of the block, e.g. time_horizon / "
+            "num_blocks.",
+        )
 
     def get_config(self):
         config = super().get_config()

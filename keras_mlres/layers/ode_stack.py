@@ -1,12 +1,11 @@
 """A residual stage: K forward-Euler blocks with weights stacked over time."""
 
-import math
-
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_mlres._checks import check_coarsening_factor
+from keras_mlres._checks import check_float
 from keras_mlres._checks import is_integer
 from keras_mlres.layers.ode_block import ODEBlock
 
@@ -137,21 +136,11 @@ class ODEStack(keras.layers.Layer):
                 "`num_blocks` must be a positive integer. "
                 f"Received: num_blocks={num_blocks!r}"
             )
-        time_horizon = float(time_horizon)
-        if not 0.0 < time_horizon < math.inf:
-            raise ValueError(
-                "`time_horizon` must be a positive finite float. "
-                f"Received: time_horizon={time_horizon}"
-            )
-        smoothness_penalty = float(smoothness_penalty)
-        if not 0.0 <= smoothness_penalty < math.inf:
-            raise ValueError(
-                "`smoothness_penalty` must be a finite float >= 0. "
-                f"Received: smoothness_penalty={smoothness_penalty}"
-            )
         self.num_blocks = int(num_blocks)
-        self.time_horizon = time_horizon
-        self.smoothness_penalty = smoothness_penalty
+        self.time_horizon = check_float("time_horizon", time_horizon)
+        self.smoothness_penalty = check_float(
+            "smoothness_penalty", smoothness_penalty, allow_zero=True
+        )
         self.block = block.with_dt(self.dt)
 
     @property

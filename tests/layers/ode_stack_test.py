@@ -181,6 +181,23 @@ class ODEStackTest(tf.test.TestCase, parameterized.TestCase):
         ("infinite_horizon", {"time_horizon": float("inf")}, "time_horizon"),
         ("nan_penalty", {"smoothness_penalty": float("nan")}, "smoothness"),
         ("inf_penalty", {"smoothness_penalty": float("inf")}, "smoothness"),
+        (
+            "string_horizon",
+            {"time_horizon": "abc"},
+            "`time_horizon` must be a positive finite number. Received: "
+            "time_horizon='abc'",
+        ),
+        (
+            "no_horizon",
+            {"time_horizon": None},
+            "`time_horizon` must be .* Received: time_horizon=None",
+        ),
+        ("bool_horizon", {"time_horizon": True}, "time_horizon=True"),
+        (
+            "string_penalty",
+            {"smoothness_penalty": "0.1"},
+            "`smoothness_penalty` must be a finite number >= 0",
+        ),
     )
     def test_bad_arguments_raise(self, overrides, message):
         kwargs = {"block": ResidualODEBlock(3), "num_blocks": 4}

@@ -181,6 +181,25 @@ class ResidualODEBlockTest(tf.test.TestCase, parameterized.TestCase):
             ResidualODEBlock(4, dt=dt)
 
     @parameterized.named_parameters(
+        ("string_dt", dict(dt="0.1"), "`dt` must be a positive.*dt='0.1'"),
+        ("no_dt", dict(dt=None), "`dt` must be a positive.*dt=None"),
+        (
+            "string_double_layer",
+            dict(double_layer="no"),
+            "`double_layer` must be True or False. Received: "
+            "double_layer='no'",
+        ),
+        (
+            "string_use_bias",
+            dict(use_bias="False"),
+            "`use_bias` must be True or False",
+        ),
+    )
+    def test_bad_options_raise(self, kwargs, message):
+        with self.assertRaisesRegex(ValueError, message):
+            ResidualODEBlock(4, **kwargs)
+
+    @parameterized.named_parameters(
         ("zero", 0), ("float", 2.5), ("negative", -3), ("bool", True)
     )
     def test_bad_units_raise(self, units):
