@@ -28,7 +28,7 @@ wall time and in work (fine-gradient equivalents) to the target; the final
 accuracies; the coarse-alone control (a task it solves does not need depth
 and is kept out of the headline); the schedule control's speedup; and the
 cost model of the median seed's multilevel run (`protocol.cost_model`).
-The arithmetic is in `benchmarks/protocol.py`.
+The arithmetic is `keras_mlres.protocol`.
 
 Every run is appended to benchmarks/results/runs.json as soon as it ends
 and is not trained again by a later command with the same settings, so an
@@ -59,13 +59,12 @@ import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 import keras_mlres as mlres  # noqa: E402
+from keras_mlres import protocol  # noqa: E402
 from keras_mlres import reporting  # noqa: E402
 from keras_mlres.schedules import warmup_cosine  # noqa: E402
 from keras_mlres.train import fine_network  # noqa: E402
 from keras_mlres.train import validation_split  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import protocol  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -173,54 +172,6 @@ def coarsest_blocks(num_blocks, scheme):
     return model.hierarchy.stages(model.num_levels - 1)[0].num_blocks
 
 
-class _Recorder(keras.callbacks.Callback):
-    """Records each epoch end's time, validation accuracy, work and level.
-
-    Times count from `started`, taken just before `fit` is called. For a
-    `MultilevelModel` it also records the active level's learning rate at
-    each execution of the train function (every `steps_per_execution`
-    steps), for the schedule control.
-    """
-
-    def __init__(self, started, steps_per_epoch, step_cost):
-        super().__init__()
-        self.started = started
-        self.steps_per_epoch = steps_per_epoch
-        self.step_cost = step_cost
-        self.accuracies, self.epoch_times = [], []
-        self.work, self.levels, self.learning_rates = [], [], []
-        self.diverged_epoch = None
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if not isinstance(self.model, mlres.MultilevelModel):
-            return
-        level = self.model.active_level
-        optimizer = (self.model.level_optimizers[level - 1] if level
-                     else self.model.optimizer)
-        step = self._epoch * self.steps_per_epoch + batch
-        self.learning_rates.append(
-            [step, float(keras.ops.convert_to_numpy(optimizer.learning_rate))]
-        )
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if not all(math.isfinite(logs.get(k, 0.0))
-                   for k in ("loss", "val_loss")):
-            self.diverged_epoch = epoch
-            self.model.stop_training = True
-            return
-        self.epoch_times.append(time.perf_counter() - self.started)
-        self.accuracies.append(float(logs["val_accuracy"]))
-        self.work.append(float(logs.get(
-            "work", (epoch + 1) * self.steps_per_epoch * self.step_cost
-        )))
-        self.levels.append(int(logs.get("level", 0)))
-
-
 def _parameter_count(model):
     return sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
@@ -301,7 +252,10 @@ def train(task, method, config, seed, scheme, replayed=None,
         steps_per_execution=STEPS_PER_EXECUTION,
     )
     started = time.perf_counter()
-    recorder = _Recorder(started, steps_per_epoch, step_cost)
+    recorder = protocol.RunRecorder(
+        started, steps_per_epoch, step_cost,
+        record_learning_rates=method == MULTILEVEL,
+    )
     try:
         model.fit(
             train_ds, epochs=config["epochs"], validation_data=val_ds,
@@ -312,11 +266,7 @@ def train(task, method, config, seed, scheme, replayed=None,
         # A rate of the grid too high for the network: the run keeps the
         # epochs before, as the model does.
         recorder.diverged_epoch = error.epoch
-    return protocol.Run(
-        task.dataset, method, config, seed, recorder.accuracies,
-        recorder.epoch_times, recorder.work, recorder.levels,
-        recorder.learning_rates, recorder.diverged_epoch,
-    )
+    return recorder.run(task.dataset, method, config, seed)
 
 
 class Runs:

@@ -13,6 +13,7 @@ from keras_mlres import export
 from keras_mlres import layers
 from keras_mlres import models
 from keras_mlres import optimizer_state
+from keras_mlres import protocol
 from keras_mlres import schedules
 from keras_mlres import transfer
 from keras_mlres.export import load_model

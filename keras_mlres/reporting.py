@@ -1,150 +1,83 @@
-"""Time- and work-to-accuracy reports of training runs: tables, plots, JSON.
+"""Reports of time-to-accuracy runs: a summary table, curves, JSON.
 
-A run is described by its Keras history (`History.history`: a dict of
-per-epoch lists, with `work`, the cumulative fine-gradient equivalents
-logged by `MultilevelModel`) and the wall time at each epoch end (e.g.
-`keras_mlres.callbacks.WallClock.epoch_times`).
+The table reads `keras_mlres.protocol.Run`s; the plot reads Keras histories
+(`History.history`: per-epoch lists, with `work` and `level` as logged by
+`MultilevelModel`) and the wall time at each epoch end.
 """
 
 import json
 import math
+import statistics
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-# Method name of the single-level baseline in `summary_table` results.
+from keras_mlres import protocol
+
+# Method name of the single-level baseline in `summary_table`.
 BASELINE = "single_level"
 
 
-def first_epoch_reaching(values, target):
-    """Returns the first epoch whose value reaches `target`.
+def summary_table(runs, target, baseline=BASELINE):
+    """Formats each method's time, work and accuracy to a target as a table.
+
+    One line per method: the seeds that reached the target, the median
+    (and range over seeds) of the wall time, the median epochs and work to
+    the target, the median final validation accuracy, and the median (and
+    range) of the per-seed speedups in wall time and in work against
+    `baseline` (see `protocol.speedups`; "-" without a baseline).
 
     Args:
-        values: Per-epoch values, e.g. `history["val_accuracy"]`.
-        target: The value to reach (`value >= target`).
+        runs: Dict mapping a method name to its `protocol.Run`s, one per
+            seed.
+        target: The target validation accuracy.
+        baseline: The method the speedups are relative to.
 
     Returns:
-        The 1-based epoch index, or None if no epoch reaches `target`
-        (NaN never does).
-
-    Example:
-
-    >>> first_epoch_reaching([0.5, 0.9, 0.95], 0.9)
-    2
-    """
-    for epoch, value in enumerate(values, start=1):
-        if value >= target:
-            return epoch
-    return None
-
-
-def time_to_target(history, epoch_times, target, key="val_accuracy"):
-    """Returns the epochs, wall time and work spent to reach `target`.
-
-    Args:
-        history: Dict of per-epoch lists (`History.history`). Its `work`
-            list (cumulative fine-gradient equivalents) gives the work; if
-            it has none, the work is None.
-        epoch_times: Seconds from the start of training to each epoch end.
-        target: The value of `history[key]` to reach (`>=`).
-        key: The monitored log.
-
-    Returns:
-        A dict with `epochs` (1-based, the first epoch reaching `target`),
-        `time` (seconds at the end of that epoch) and `work`
-        (fine-gradient equivalents at the end of that epoch); all None if
-        no epoch reaches `target`.
-
-    Example:
-
-    >>> time_to_target({"val_accuracy": [0.8, 0.99], "work": [200, 400]},
-    ...                [10.0, 11.0], 0.95)
-    {'epochs': 2, 'time': 11.0, 'work': 400.0}
-    """
-    # A run stopped in its first epoch (a NaN loss) has no logs at all.
-    epoch = first_epoch_reaching(history.get(key, []), target)
-    if epoch is None:
-        return {"epochs": None, "time": None, "work": None}
-    work = history.get("work")
-    return {
-        "epochs": epoch,
-        "time": float(epoch_times[epoch - 1]),
-        "work": None if work is None else float(work[epoch - 1]),
-    }
-
-
-def _speedup(baseline, value):
-    if baseline is None or value is None or value <= 0:
-        return "-"
-    return f"{baseline / value:.2f}x"
-
-
-def _number(value, digits):
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def summary_table(results, baseline=BASELINE):
-    """Formats time- and work-to-target results as a text table.
-
-    Speedups are the baseline's time (work) to target divided by the
-    method's; "-" where either did not reach the target or there is no
-    baseline in `results`.
-
-    Args:
-        results: Dict mapping a method name to a dict with the keys of
-            `time_to_target` (`epochs`, `time`, `work`), `best_val_accuracy`
-            and `compile_time` (estimated compile seconds, included in
-            `time`).
-        baseline: Name of the method the speedups are relative to.
-
-    Returns:
-        The table, one line per method after a header, as a string.
+        The table, a header line and one line per method, as a string.
 
     Example:
 
     ```python
-    print(summary_table({
-        "single_level": {"epochs": 8, "time": 40.0, "work": 1600.0,
-                         "best_val_accuracy": 0.97, "compile_time": 4.0},
-        "multilevel": {"epochs": 5, "time": 20.0, "work": 700.0,
-                       "best_val_accuracy": 0.97, "compile_time": 6.0},
-    }))
+    print(summary_table({"single_level": [run_a], "multilevel": [run_b]},
+                        target=0.95))
     ```
     """
-    base = results.get(baseline, {})
-    rows = [
-        (
-            "method",
-            "epochs to target",
-            "wall time to target (s)",
-            "fine-gradient equivalents to target",
-            "best val acc",
-            "compile (s)",
-            "speedup time",
-            "speedup work",
+    rows = [(
+        "method", "seeds at target", "time to target (s)",
+        "epochs", "work", "final val acc", "speedup time", "speedup work",
+    )]
+    for method, method_runs in runs.items():
+        reached = [protocol.reach(run, target) for run in method_runs]
+        times = protocol.spread(r.time for r in reached)
+        speedups = (
+            protocol.speedups(runs[baseline], method_runs, target)
+            if baseline in runs else {"time": "-", "work": "-"}
         )
-    ]
-    for method, result in results.items():
-        rows.append(
-            (
-                method,
-                "-" if result["epochs"] is None else str(result["epochs"]),
-                _number(result["time"], 1),
-                _number(result["work"], 0),
-                f"{result['best_val_accuracy']:.4f}",
-                _number(result["compile_time"], 1),
-                _speedup(base.get("time"), result["time"]),
-                _speedup(base.get("work"), result["work"]),
-            )
-        )
+        rows.append((
+            method,
+            f"{sum(r.reached for r in reached)}/{len(reached)}",
+            str(times) if math.isfinite(times.median) else "-",
+            _median_or_dash([r.epochs for r in reached], 0),
+            _median_or_dash([r.work for r in reached], 0),
+            f"{statistics.median(r.final_accuracy for r in method_runs):.4f}",
+            str(speedups["time"]),
+            str(speedups["work"]),
+        ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
+    return "\n".join(
+        "  ".join(
+            [row[0].ljust(widths[0])]
+            + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        )
+        for row in rows
+    )
+
+
+def _median_or_dash(values, digits):
+    median = statistics.median(values)
+    return f"{median:.{digits}f}" if math.isfinite(median) else "-"
 
 
 def level_starts(levels):
@@ -216,7 +149,7 @@ def plot_curves(runs, path, target=None, key="val_accuracy", title=None):
                 )
             reached = (
                 None if target is None
-                else first_epoch_reaching(values, target)
+                else protocol.first_epoch_reaching(values, target)
             )
             if reached is not None:
                 axes.plot(xs[reached - 1], values[reached - 1], marker="*",

@@ -10,6 +10,7 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from keras_mlres import protocol
 from keras_mlres import reporting
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -22,136 +23,58 @@ def _tempdir(test):
     return path
 
 
-def _summary(epochs, time, work, best=0.97, compile_time=2.0):
-    return {
-        "epochs": epochs,
-        "time": time,
-        "work": work,
-        "best_val_accuracy": best,
-        "compile_time": compile_time,
-    }
-
-
-class FirstEpochReachingTest(parameterized.TestCase):
-
-    @parameterized.named_parameters(
-        ("reached_later", [0.5, 0.8, 0.95, 0.9], 0.9, 3),
-        ("reached_exactly", [0.5, 0.9], 0.9, 2),
-        ("reached_at_once", [0.99, 0.5], 0.9, 1),
-        ("never", [0.5, 0.8], 0.9, None),
-        ("empty", [], 0.9, None),
-        ("nan_never_reaches", [math.nan, 0.95], 0.9, 2),
+def _run(method, seed, accuracies, epoch_seconds=10.0):
+    count = len(accuracies)
+    return protocol.Run(
+        "spiral", method, {}, seed, accuracies,
+        [epoch_seconds * (i + 1) for i in range(count)],
+        [100.0 * (i + 1) for i in range(count)], [0] * count,
     )
-    def test_first_epoch(self, values, target, expected):
-        self.assertEqual(
-            reporting.first_epoch_reaching(values, target), expected
-        )
-
-    def test_accepts_numpy_values(self):
-        self.assertEqual(
-            reporting.first_epoch_reaching(np.array([0.1, 0.7]), 0.6), 2
-        )
-
-
-class TimeToTargetTest(absltest.TestCase):
-
-    def test_reports_the_first_epoch_reaching_the_target(self):
-        history = {
-            "val_accuracy": [0.6, 0.96, 0.97],
-            "work": [100.0, 200.0, 300.0],
-        }
-        self.assertEqual(
-            reporting.time_to_target(history, [5.0, 6.5, 8.0], 0.95),
-            {"epochs": 2, "time": 6.5, "work": 200.0},
-        )
-
-    def test_other_key(self):
-        history = {"val_loss": [0.9, 0.1], "accuracy": [0.5, 0.99]}
-        result = reporting.time_to_target(
-            history, [1.0, 2.0], 0.9, key="accuracy"
-        )
-        self.assertEqual(result, {"epochs": 2, "time": 2.0, "work": None})
-
-    def test_not_reached_gives_none_values(self):
-        history = {"val_accuracy": [0.6, 0.7], "work": [1.0, 2.0]}
-        self.assertEqual(
-            reporting.time_to_target(history, [1.0, 2.0], 0.95),
-            {"epochs": None, "time": None, "work": None},
-        )
-
-    def test_a_run_without_any_epoch_never_reaches(self):
-        # fit stopped in its first epoch (a NaN loss): History holds {}.
-        self.assertEqual(
-            reporting.time_to_target({}, [], 0.95),
-            {"epochs": None, "time": None, "work": None},
-        )
-
-    def test_returns_python_floats(self):
-        history = {"val_accuracy": [0.99], "work": [np.float32(50.0)]}
-        result = reporting.time_to_target(history, [np.float64(3.0)], 0.9)
-        self.assertIs(type(result["time"]), float)
-        self.assertIs(type(result["work"]), float)
 
 
 class SummaryTableTest(absltest.TestCase):
 
-    def test_rows_and_speedups_relative_to_the_baseline(self):
-        table = reporting.summary_table(
-            {
-                "single_level": _summary(8, 40.0, 1600.0, best=0.9712),
-                "multilevel": _summary(5, 20.0, 400.0, compile_time=6.3),
-                "other": _summary(None, None, None, best=0.5),
-            }
-        )
-        lines = table.splitlines()
+    def test_medians_ranges_and_speedups_against_the_baseline(self):
+        runs = {
+            "single_level": [
+                _run("single_level", 0, [0.5, 0.9, 0.96]),
+                _run("single_level", 1, [0.5, 0.5, 0.96]),
+            ],
+            "multilevel": [
+                _run("multilevel", 0, [0.95, 0.97], epoch_seconds=5.0),
+                _run("multilevel", 1, [0.5, 0.91], epoch_seconds=5.0),
+            ],
+            "other": [_run("other", 0, [0.5]), _run("other", 1, [0.6])],
+        }
+        lines = reporting.summary_table(runs, 0.9).splitlines()
         self.assertLen(lines, 4)
-        for column in (
-            "method",
-            "epochs to target",
-            "wall time to target (s)",
-            "fine-gradient equivalents to target",
-            "best val acc",
-            "compile (s)",
-            "speedup time",
-            "speedup work",
-        ):
+        for column in ("method", "seeds at target", "time to target (s)",
+                       "epochs", "work", "final val acc", "speedup time",
+                       "speedup work"):
             self.assertIn(column, lines[0])
+        # Plain fit: 20 s and 30 s; the multilevel run: 5 s and 10 s.
         self.assertEqual(
             lines[1].split(),
-            ["single_level", "8", "40.0", "1600", "0.9712", "2.0", "1.00x",
-             "1.00x"],
+            ["single_level", "2/2", "25.00", "(20.00-30.00)", "2", "250",
+             "0.9600", "1.00", "(1.00-1.00)", "1.00", "(1.00-1.00)"],
         )
         self.assertEqual(
             lines[2].split(),
-            ["multilevel", "5", "20.0", "400", "0.9700", "6.3", "2.00x",
-             "4.00x"],
+            ["multilevel", "2/2", "7.50", "(5.00-10.00)", "2", "150",
+             "0.9400", "3.50", "(3.00-4.00)", "1.75", "(1.50-2.00)"],
         )
         self.assertEqual(
             lines[3].split(),
-            ["other", "-", "-", "-", "0.5000", "2.0", "-", "-"],
+            ["other", "0/2", "-", "-", "-", "0.5500", "0.00", "(0.00-0.00)",
+             "0.00", "(0.00-0.00)"],
         )
         # Columns are aligned: every line has the same width.
         self.assertLen({len(line) for line in lines}, 1)
 
-    def test_baseline_not_reaching_the_target_gives_no_speedup(self):
-        table = reporting.summary_table(
-            {
-                "single_level": _summary(None, None, None),
-                "multilevel": _summary(5, 20.0, 400.0),
-            }
-        )
-        self.assertEqual(table.splitlines()[2].split()[-2:], ["-", "-"])
-
-    def test_without_baseline(self):
-        table = reporting.summary_table({"multilevel": _summary(3, 9.0, 50.0)})
-        self.assertEqual(table.splitlines()[1].split()[-2:], ["-", "-"])
-
-    def test_other_baseline(self):
-        table = reporting.summary_table(
-            {"a": _summary(2, 10.0, 100.0), "b": _summary(2, 5.0, 100.0)},
-            baseline="a",
-        )
-        self.assertEqual(table.splitlines()[2].split()[-2:], ["2.00x", "1.00x"])
+    def test_without_baseline_no_speedups(self):
+        runs = {"multilevel": [_run("multilevel", 0, [0.95])]}
+        line = reporting.summary_table(runs, 0.9).splitlines()[1]
+        self.assertEqual(line.split()[-2:], ["-", "-"])
 
 
 class LevelStartsTest(parameterized.TestCase):

@@ -29,7 +29,7 @@ class GridTest(parameterized.TestCase):
                               xla=False)
         configs = benchmark.grid(task, ["adam", "sgd"],
                                  ["constant", "cosine"], [1, 2, 4])
-        names = [benchmark.protocol.config_name(c) for c in configs]
+        names = [mlres.protocol.config_name(c) for c in configs]
         self.assertLen(configs, 2 * 3 * (1 + 3))
         self.assertIn("adam 0.003 constant 8 ep", names)
         self.assertNotIn("adam 0.003 constant 4 ep", names)

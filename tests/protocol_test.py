@@ -1,13 +1,13 @@
-"""Tests for benchmarks/protocol.py on hand-made runs."""
+"""Tests for keras_mlres.protocol on hand-made runs."""
 
 import math
+
+import numpy as np
 
 from absl.testing import absltest
 from absl.testing import parameterized
 
-import benchmark_scripts as scripts
-
-protocol = scripts.load("protocol")
+from keras_mlres import protocol
 
 
 def _run(accuracies, epoch_seconds=10.0, seed=0, config=None, levels=None,
@@ -52,6 +52,27 @@ class ReachTest(parameterized.TestCase):
             (math.inf, math.inf, math.inf),
         )
         self.assertFalse(reached.reached)
+
+
+class FirstEpochReachingTest(parameterized.TestCase):
+
+    @parameterized.named_parameters(
+        ("reached_later", [0.5, 0.8, 0.95, 0.9], 0.9, 3),
+        ("reached_exactly", [0.5, 0.9], 0.9, 2),
+        ("reached_at_once", [0.99, 0.5], 0.9, 1),
+        ("never", [0.5, 0.8], 0.9, None),
+        ("empty", [], 0.9, None),
+        ("nan_never_reaches", [math.nan, 0.95], 0.9, 2),
+    )
+    def test_first_epoch(self, values, target, expected):
+        self.assertEqual(
+            protocol.first_epoch_reaching(values, target), expected
+        )
+
+    def test_accepts_numpy_values(self):
+        self.assertEqual(
+            protocol.first_epoch_reaching(np.array([0.1, 0.7]), 0.6), 2
+        )
 
 
 class TargetTest(absltest.TestCase):

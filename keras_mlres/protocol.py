@@ -1,8 +1,13 @@
-"""The arithmetic of the time-to-accuracy protocol: target, times, speedups.
+"""The time-to-accuracy protocol: runs, target, speedups and cost model.
 
-Pure Python on recorded runs (no TensorFlow), so that every number the
-benchmark reports can be checked by hand on made-up histories:
+How `keras_mlres` measures a speedup, in the main job (`keras_mlres.train`)
+and in the benchmark (`benchmarks/time_to_accuracy.py`), as time-to-train
+benchmarks do (each method at its best, to a fixed quality, wall time with
+compile):
 
+- `RunRecorder` records a `fit`: each epoch end's wall time since `fit`
+  was called, validation accuracy, work (fine-gradient equivalents) and
+  level, into a `Run`;
 - a run reaches a target at the end of the first epoch whose validation
   accuracy is at least the target; its time and work are those at that
   epoch's end, and a run that never reaches it takes forever (`math.inf`);
@@ -19,6 +24,9 @@ benchmark reports can be checked by hand on made-up histories:
 import dataclasses
 import math
 import statistics
+import time
+
+import keras
 
 # "The same accuracy": the target is this far (absolute) below the best
 # single-level configuration's median final validation accuracy.
@@ -117,10 +125,32 @@ def reach(run, target):
     >>> reach(run, 0.9)
     Reach(epochs=2, time=20.0, work=200.0)
     """
-    for epoch, accuracy in enumerate(run.accuracies):
-        if accuracy >= target:
-            return Reach(epoch + 1, run.epoch_times[epoch], run.work[epoch])
-    return Reach(math.inf, math.inf, math.inf)
+    epoch = first_epoch_reaching(run.accuracies, target)
+    if epoch is None:
+        return Reach(math.inf, math.inf, math.inf)
+    return Reach(epoch, run.epoch_times[epoch - 1], run.work[epoch - 1])
+
+
+def first_epoch_reaching(values, target):
+    """Returns the first epoch (1-based) whose value is at least `target`.
+
+    Args:
+        values: Per-epoch values, e.g. validation accuracies.
+        target: The value to reach (`>=`).
+
+    Returns:
+        The 1-based epoch, or None if no epoch reaches `target` (NaN never
+        does).
+
+    Example:
+
+    >>> first_epoch_reaching([0.5, 0.9, 0.95], 0.9)
+    2
+    """
+    for epoch, value in enumerate(values, start=1):
+        if value >= target:
+            return epoch
+    return None
 
 
 def target_accuracy(final_accuracies, margin=MARGIN):
@@ -352,3 +382,81 @@ def cost_model(multilevel_run, single_level_run):
     return CostModel(
         cost, share, 1.0 / sum(share[l] * cost[l] for l in levels)
     )
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Records what `Run` holds for each epoch of a `fit`.
+
+    Times count from `started` (pass `time.perf_counter()` taken just before
+    calling `fit`, so that tracing and compile are included). Work is the
+    `work` log of a `MultilevelModel`; for a plain `keras.Model` it is the
+    steps so far times `step_cost` (the network's cost in fine gradients).
+    With `record_learning_rates`, the learning rate that the active level's
+    optimizer applies is read at each call of the train function (every
+    `steps_per_execution` steps): a host read, so it is off by default.
+    An epoch whose training or validation loss is NaN or Inf is not
+    recorded: it sets `diverged_epoch` and stops training.
+
+    Args:
+        started: `time.perf_counter()` at the call of `fit`.
+        steps_per_epoch: Training batches per epoch.
+        step_cost: Fine-gradient equivalents of one step of a plain model.
+        record_learning_rates: Whether to record the learning rates.
+
+    Example:
+
+    ```python
+    started = time.perf_counter()
+    recorder = RunRecorder(started, steps_per_epoch=200)
+    model.fit(train, epochs=10, validation_data=val, callbacks=[recorder])
+    run = recorder.run("peaks", "multilevel", config, seed=0)
+    ```
+    """
+
+    def __init__(self, started, steps_per_epoch, step_cost=1.0,
+                 record_learning_rates=False):
+        super().__init__()
+        self.started = started
+        self.steps_per_epoch = steps_per_epoch
+        self.step_cost = step_cost
+        self.record_learning_rates = record_learning_rates
+        self.accuracies, self.epoch_times = [], []
+        self.work, self.levels, self.learning_rates = [], [], []
+        self.diverged_epoch = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.record_learning_rates:
+            return
+        level = getattr(self.model, "active_level", 0)
+        optimizer = (
+            self.model.level_optimizers[level - 1] if level
+            else self.model.optimizer
+        )
+        step = self._epoch * self.steps_per_epoch + batch
+        rate = keras.ops.convert_to_numpy(optimizer.learning_rate)
+        self.learning_rates.append([step, float(rate)])
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not all(
+            math.isfinite(logs.get(key, 0.0)) for key in ("loss", "val_loss")
+        ):
+            self.diverged_epoch = epoch
+            self.model.stop_training = True
+            return
+        self.epoch_times.append(time.perf_counter() - self.started)
+        self.accuracies.append(float(logs["val_accuracy"]))
+        steps = (epoch + 1) * self.steps_per_epoch
+        self.work.append(float(logs.get("work", steps * self.step_cost)))
+        self.levels.append(int(logs.get("level", 0)))
+
+    def run(self, task, method, config, seed):
+        """Returns the recorded `Run` (call after `fit`)."""
+        return Run(
+            task, method, config, seed, self.accuracies, self.epoch_times,
+            self.work, self.levels, self.learning_rates, self.diverged_epoch,
+        )
