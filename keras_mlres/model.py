@@ -1010,10 +1010,15 @@ class _FiniteLosses(keras.callbacks.Callback):
         # on_epoch_begin, which may restore or restrict weights.
         if self._epoch_start is None:
             model = self._multilevel
-            variables = list(model.weights)
+            # The model's own weights hold the fine network and the
+            # bookkeeping (work, nested iteration's schedule); the coarse
+            # levels' stages are the networks' own.
+            variables = {
+                id(v): v for v in model.weights + model._network_weights()
+            }
             for optimizer in model._optimizers:
-                variables += optimizer.variables
-            self._epoch_start = [(v, v.numpy()) for v in variables]
+                variables.update((id(v), v) for v in optimizer.variables)
+            self._epoch_start = [(v, v.numpy()) for v in variables.values()]
 
     def on_epoch_end(self, epoch, logs=None):
         error = _nonfinite_loss_error(logs or {}, epoch)

@@ -477,6 +477,8 @@ class NumericalFaultTest(tf.test.TestCase, parameterized.TestCase):
 def _state(model):
     """Every level's weights and optimizer state, as arrays."""
     variables = list(model.weights)
+    for network in model.hierarchy.models[1:]:
+        variables += network.weights
     for optimizer in model._optimizers:
         variables += optimizer.variables
     return [v.numpy() for v in variables]
@@ -484,6 +486,16 @@ def _state(model):
 
 def _with_nan_inputs(dataset):
     return dataset.map(lambda x, y: (x * np.float32("nan"), y))
+
+
+def _with_inf_inputs_at(dataset, batch):
+    """The dataset with Inf inputs in one batch: weights turn NaN there."""
+    return dataset.enumerate().map(
+        lambda index, xy: (
+            tf.where(index == batch, xy[0] + np.float32("inf"), xy[0]),
+            xy[1],
+        )
+    )
 
 
 def _contents(path):
@@ -540,6 +552,24 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
         # Training goes on from there once the data are clean.
         model.fit(_dataset(), epochs=1, verbose=0)
         self.assertTrue(np.isfinite(model.predict(x, verbose=0)).all())
+
+    @parameterized.named_parameters(*_GUARDED_SCHEMES)
+    def test_every_level_is_restored_so_the_model_saves(self, scheme):
+        model = _compiled(mlres.MultilevelModel(_fine(), **scheme))
+        model.fit(_dataset(), epochs=1, verbose=0)
+        levels = [
+            [v.numpy() for v in network.weights]
+            for network in model.hierarchy.models
+        ]
+        with self.assertRaises(mlres.NonFiniteLossError):
+            model.fit(
+                _with_nan_inputs(_dataset()), epochs=2, initial_epoch=1,
+                verbose=0,
+            )
+        for network, before in zip(model.hierarchy.models, levels):
+            for variable, value in zip(network.weights, before):
+                self.assertAllEqual(variable, value, msg=variable.path)
+        model.save(os.path.join(self.get_temp_dir(), "restored.keras"))
 
     def test_out_of_range_labels_under_xla_raise(self):
         # Without XLA TensorFlow raises on them itself; under XLA the loss
@@ -630,39 +660,52 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
             write(model, path)
         self.assertEqual(_contents(path), written)
 
+    @parameterized.named_parameters(*_GUARDED_SCHEMES)
     def test_a_checkpoint_refusing_nan_weights_mid_epoch_undoes_the_epoch(
-        self,
+        self, scheme
     ):
-        model = _compiled(mlres.MultilevelModel(_fine(), **mlres.DEFAULT_SCHEME))
+        # Inf inputs in batch 2 turn the weights NaN; the checkpoint after
+        # batch 3 finds them so.
+        model = _compiled(mlres.MultilevelModel(_fine(), **scheme))
         model.fit(_dataset(), epochs=1, verbose=0)
         path = os.path.join(self.get_temp_dir(), "checkpoint.keras")
         model.save(path)
         saved, state = _contents(path), _state(model)
+        saves = []
         with self.assertRaisesRegex(ValueError, "so nothing was written to"):
             model.fit(
-                _with_nan_inputs(_dataset()), epochs=2, initial_epoch=1,
+                _with_inf_inputs_at(_dataset(), 2), epochs=2, initial_epoch=1,
                 verbose=0,
-                callbacks=[keras.callbacks.ModelCheckpoint(path, save_freq=2)],
+                callbacks=[
+                    keras.callbacks.LambdaCallback(
+                        on_train_batch_end=lambda batch, logs: saves.append(
+                            np.isfinite(logs["loss"])
+                        )
+                    ),
+                    keras.callbacks.ModelCheckpoint(path, save_freq=4),
+                ],
             )
+        self.assertEqual(saves, [True, True, False, False])
         self.assertEqual(_contents(path), saved)
         for after, before in zip(_state(model), state):
             self.assertAllEqual(after, before)
+        model.save(path)
         # Training goes on from there once the data are clean.
         model.fit(_dataset(), epochs=1, verbose=0)
         self.assertTrue(
             np.isfinite(model.predict(_spiral(8, seed=1)[0], verbose=0)).all()
         )
 
+    @parameterized.named_parameters(*_GUARDED_SCHEMES)
     def test_terminate_on_nan_stops_at_the_batch_then_the_epoch_is_undone(
-        self,
+        self, scheme
     ):
-        model = _compiled(mlres.MultilevelModel(_fine(), num_levels=2))
+        model = _compiled(mlres.MultilevelModel(_fine(), **scheme))
         state = _state(model)
-        _poison_level(model, 0)
         stopped_at = []
         with self.assertRaisesRegex(ValueError, "in epoch 1"):
             model.fit(
-                _dataset(), epochs=3, verbose=0,
+                _with_inf_inputs_at(_dataset(), 2), epochs=3, verbose=0,
                 callbacks=[
                     keras.callbacks.TerminateOnNaN(),
                     keras.callbacks.LambdaCallback(
@@ -671,9 +714,10 @@ class FiniteLossTest(tf.test.TestCase, parameterized.TestCase):
                 ],
             )
         self.assertTrue(model.stop_training)
-        self.assertEqual(stopped_at, [0])
+        self.assertEqual(stopped_at, [0, 1, 2])
         for after, before in zip(_state(model), state):
             self.assertAllEqual(after, before)
+        model.save(os.path.join(self.get_temp_dir(), "restored.keras"))
 
 
 # Trains twice in one process with op determinism on; prints whether the
