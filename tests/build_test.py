@@ -100,10 +100,15 @@ class BuildFileTest(absltest.TestCase):
     def test_bazel_query_lists_every_target(self):
         bazel = shutil.which("bazel")
         if bazel is None:
-            self.fail(
+            # pip cannot install bazel: a contributor's machine may lack
+            # it, CI (which sets CI=true) installs it and must run this.
+            message = (
                 "bazel is not on PATH; install it with "
-                "`apt-get install bazel-bootstrap` (CI installs it)."
+                "`apt-get install bazel-bootstrap` (.ci/run does)."
             )
+            if os.environ.get("CI", "").lower() == "true":
+                self.fail(message)
+            self.skipTest(message)
         with tempfile.TemporaryDirectory() as output_user_root:
             result = subprocess.run(
                 [
