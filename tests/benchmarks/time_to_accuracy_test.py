@@ -5,6 +5,7 @@ import math
 import os
 import shutil
 import tempfile
+import types
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -77,6 +78,31 @@ class CoarsestBlocksTest(parameterized.TestCase):
     def test_a_scheme_that_cannot_coarsen_raises(self):
         with self.assertRaisesRegex(ValueError, "3"):
             benchmark.coarsest_blocks(6, mlres.DEFAULT_SCHEME)
+
+
+class GoalTest(parameterized.TestCase):
+
+    @parameterized.named_parameters(
+        ("met", 4.0, 4.5, 0.95, True),
+        ("slow_in_time", 3.9, 4.5, 0.95, False),
+        ("slow_in_work", 4.0, 3.0, 0.95, False),
+        ("less_accurate", 5.0, 5.0, 0.939, False),
+        ("no_comparison", None, None, 0.95, False),
+    )
+    def test_4x_in_time_and_work_to_the_same_accuracy(
+        self, time, work, final, expected
+    ):
+        def spread(median):
+            return mlres.protocol.Spread(median, median, median, 1)
+
+        runs = [mlres.protocol.Run("t", benchmark.MULTILEVEL, {}, seed,
+                                   [final], [1.0], [1.0], [0])
+                for seed in range(3)]
+        result = types.SimpleNamespace(
+            headline={benchmark.MULTILEVEL: runs}, target=0.94,
+            speedup={"time": spread(time), "work": spread(work)},
+        )
+        self.assertEqual(benchmark.meets_goal(result), expected)
 
 
 class RunsTest(absltest.TestCase):
