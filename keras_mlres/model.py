@@ -143,15 +143,16 @@ class MultilevelModel(keras.Model):
         nested_iteration: If True, `fit` starts on the coarsest level and
             moves one level finer whenever the monitored loss (`val_loss` if
             there is validation data, else `loss`) has not improved for
-            `level_patience` epochs or the level has trained
-            `max_level_epochs` epochs; each move prolongates the weights as
-            the finer level's initial guess (full multigrid's nested
-            iteration). On the active level each batch runs the cycle from
-            that level down. The active level's weights are prolongated
-            to the fine network before each validation pass, at each epoch
-            end and whenever the model is saved, exported, evaluated or
-            asked to predict (also from a callback mid-epoch), so
-            validation, checkpoints and `predict` see the fine network;
+            `level_patience` epochs (under `validation_freq`, epochs that
+            are not validated leave that count alone) or the level has
+            trained `max_level_epochs` epochs; each move prolongates the
+            weights as the finer level's initial guess (full multigrid's
+            nested iteration). On the active level each batch runs the
+            cycle from that level down. The active level's weights are
+            prolongated to the fine network before each validation pass, at
+            each epoch end and whenever the model is saved, exported,
+            evaluated or asked to predict (also from a callback mid-epoch),
+            so validation, checkpoints and `predict` see the fine network;
             after loading, the coarse levels are restricted from the
             loaded fine network.
         level_patience: Epochs without improvement before moving finer.
@@ -706,7 +707,13 @@ class MultilevelModel(keras.Model):
         # iteration would read a NaN validation loss.
         guards = [_FiniteLosses(self)]
         if self.active_level > 0:
-            guards.append(_NestedIteration(self))
+            validates = (
+                kwargs.get("validation_data") is not None
+                or kwargs.get("validation_split")
+            )
+            guards.append(
+                _NestedIteration(self, "val_loss" if validates else "loss")
+            )
         # Flattened as Keras does: a list (nested or not), one callback, or
         # a CallbackList (itself a callback).
         try:
@@ -916,11 +923,19 @@ class _NestedIteration(keras.callbacks.Callback):
     """Moves `fit` from the coarsest level up, keeping the fine net in sync.
 
     Its state is the model's `nested_schedule` and `nested_best` variables.
+
+    Args:
+        model: The `MultilevelModel`.
+        monitor: The log that patience watches, `"val_loss"` or `"loss"`.
+            An epoch whose logs lack it (not validated, under
+            `validation_freq`) counts towards `max_level_epochs` only, so
+            that losses of one kind are compared with each other.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, monitor):
         super().__init__()
         self._multilevel = model
+        self._monitor = monitor
         self._started = False
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -943,15 +958,15 @@ class _NestedIteration(keras.callbacks.Callback):
         if model.active_level == 0:
             return
         model._sync_levels()  # unless a validation pass did
-        logs = logs or {}
-        monitored = logs.get("val_loss", logs.get("loss", float("inf")))
+        monitored = (logs or {}).get(self._monitor)
         level, epochs_on_level, stale_epochs = model.nested_schedule.numpy()
         epochs_on_level += 1
-        if monitored < float(model.nested_best.numpy()):
-            model.nested_best.assign(monitored)
-            stale_epochs = 0
-        else:
-            stale_epochs += 1
+        if monitored is not None:
+            if monitored < float(model.nested_best.numpy()):
+                model.nested_best.assign(monitored)
+                stale_epochs = 0
+            else:
+                stale_epochs += 1
         model.nested_schedule.assign([level, epochs_on_level, stale_epochs])
         if stale_epochs >= model.level_patience or (
             model.max_level_epochs is not None

@@ -1061,6 +1061,23 @@ class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(model.active_level, 0)
         self.assertEqual(int(model.optimizer.iterations), 0)
 
+    def test_patience_counts_only_validated_epochs(self):
+        # With validation_freq=2 the odd epochs have no val_loss: their
+        # training loss must not be compared with the best validation loss.
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(), num_levels=2, nested_iteration=True, level_patience=1
+            ),
+            optimizer=keras.optimizers.SGD(0.0),  # nothing improves
+        )
+        history = model.fit(
+            _dataset(), epochs=5, validation_data=_dataset(seed=1),
+            validation_freq=2, verbose=0,
+        )
+        # Epoch 2 sets the best validation loss, epoch 4 fails to improve.
+        self.assertEqual(history.history["level"], [1, 1, 1, 1, 0])
+        self.assertAllClose(model.nested_best, history.history["val_loss"][0])
+
     def test_patience_moves_on_when_the_loss_stops_improving(self):
         model = _compiled(
             mlres.MultilevelModel(
