@@ -537,7 +537,9 @@ class MGOPT:
         `h(x + alpha e) < h(x)`. On one device the tries stop at the first
         accepted step (a `tf.while_loop`); under a tf.distribute strategy every
         step size is tried, because the replicas' sum of h cannot be taken
-        inside a loop.
+        inside a loop. Either way the work counts the tries up to the first
+        accepted one (all of them if none is), so that it measures the same
+        computation on any number of replicas.
         """
         # Under tf.distribute each replica holds its part of h and of the
         # gradient; all replicas must take the same decision on the global sum.
@@ -564,9 +566,10 @@ class MGOPT:
             step_sizes = [0.5**k for k in range(self.max_backtracking)]
             accepted = [decreases(step_size) for step_size in step_sizes]
             step_size = tf.constant(0.0)
-            for candidate, ok in reversed(list(zip(step_sizes, accepted))):
-                step_size = tf.where(ok, candidate, step_size)
             tries = tf.constant(self.max_backtracking)
+            for k in reversed(range(self.max_backtracking)):
+                step_size = tf.where(accepted[k], step_sizes[k], step_size)
+                tries = tf.where(accepted[k], k + 1, tries)
         else:
             step_size, tries = self._first_decrease(decreases)
         self._tally.work = self._tally.work + (

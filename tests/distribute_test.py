@@ -101,9 +101,6 @@ _CASES = [
      {"class_name": "SGD", "config": {"learning_rate": 0.1}}),
 ]
 
-# The cases that make coarse corrections with a line search.
-_LINE_SEARCH_CASES = {"v_cycle_3_levels_adam_line_search"}
-
 
 class MirroredStrategyTest(absltest.TestCase):
 
@@ -132,12 +129,11 @@ class MirroredStrategyTest(absltest.TestCase):
                 self.assertIn("loss", result["logs"])
                 for key, error in result["logs"].items():
                     self.assertLess(error, 1e-5, key)
+                # Also with the line search, whose replicas try every step
+                # size: work counts the tries up to the accepted one, as
+                # on one device.
                 replicated_work, work = result["work"]
-                if name in _LINE_SEARCH_CASES:
-                    # Replicas try every step size of the line search.
-                    self.assertGreater(replicated_work, work)
-                else:
-                    self.assertAlmostEqual(replicated_work, work, places=3)
+                self.assertAlmostEqual(replicated_work, work, places=3)
 
 
 if __name__ == "__main__":
