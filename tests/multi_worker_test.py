@@ -1,8 +1,8 @@
 """Tests MultilevelModel under tf.distribute.MultiWorkerMirroredStrategy.
 
-Each test starts a cluster of two worker processes on localhost
+The tests run clusters of two worker processes on localhost
 (tests/multi_worker_worker.py, one CPU replica each) and stops every worker
-before it returns, also when a worker fails or hangs.
+before they return, also when a worker fails or hangs.
 """
 
 import json
@@ -72,9 +72,10 @@ def _run_cluster(directory, *args):
                 stdout=logs[-1], stderr=subprocess.STDOUT,
             ))
         deadline = time.monotonic() + _TIMEOUT
-        while time.monotonic() < deadline and not any(
-            w.poll() not in (None, 0) for w in workers
-        ) and any(w.poll() is None for w in workers):
+        while time.monotonic() < deadline:
+            returncodes = [worker.poll() for worker in workers]
+            if None not in returncodes or any(returncodes):
+                break  # all ended, or one failed
             time.sleep(0.2)
     finally:
         for index, worker in enumerate(workers):
@@ -112,16 +113,12 @@ class MultiWorkerMirroredStrategyTest(absltest.TestCase):
         super().setUpClass()
         # One uninterrupted run serves both tests.
         cls._directory = tempfile.TemporaryDirectory(prefix="multi_worker_")
+        cls.addClassCleanup(cls._directory.cleanup)
         cls.uninterrupted = os.path.join(cls._directory.name, "uninterrupted")
         os.mkdir(cls.uninterrupted)
         cls.returncodes, cls.killed, cls.outputs = _run_cluster(
             cls.uninterrupted, "--reference",
             "--cases", json.dumps([_DEFAULT_SCHEME, _V_CYCLE]))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._directory.cleanup()
-        super().tearDownClass()
 
     def _assert_succeeded(self, returncodes, killed, outputs):
         for index, (code, output) in enumerate(zip(returncodes, outputs)):
@@ -162,6 +159,7 @@ class MultiWorkerMirroredStrategyTest(absltest.TestCase):
                 directory, *args, "--kill_at", "0:1:2")
             self.assertEqual(returncodes[0], -9, outputs[0][-3000:])
             self.assertNotIn(0, killed)
+            self.assertNotEqual(returncodes[1], 0, outputs[1][-3000:])
             self.assertFalse(
                 os.path.exists(os.path.join(directory, "worker_0.npz")))
             for index in range(_NUM_WORKERS):
