@@ -73,6 +73,11 @@ class Hierarchy:
     up to the finer level with the weights. `restrict` and the cycle's
     transfers leave it alone.
 
+    A frozen layer (`trainable=False`) is left alone on every level: a shared
+    layer is frozen on every level at once, and a frozen stage's coarse
+    copies are frozen too (see `follow_fine_trainable`) and hold the
+    restriction of its weights and state, which no transfer changes.
+
     Args:
         model: A built Sequential or functional `keras.Model` containing one
             or more `ODEStack` layers at its top level.
@@ -197,6 +202,27 @@ class Hierarchy:
             for is_stage, coarse, fine in zip(mask, variables, fine_variables):
                 assert (coarse is fine) != is_stage, (coarse.path, fine.path)
         return mask
+
+    def follow_fine_trainable(self):
+        """Makes each coarse stage trainable exactly when its fine stage is.
+
+        Setting `trainable` on a shared layer of the fine network sets it on
+        every level; a stage has a layer of its own on each level, whose flag
+        this copies from the finer level's. A coarse stage frozen here gets
+        the restriction of the finer stage's weights and state, which it
+        then keeps. The stage positions of the trainable variables are found
+        again. `MultilevelModel.compile` calls it: as in Keras, a change of
+        `trainable` takes effect at the next `compile`.
+        """
+        for level in range(1, self.num_levels):
+            for finer, coarse in zip(
+                self._stages[level - 1], self._stages[level]
+            ):
+                if coarse.trainable != finer.trainable:
+                    coarse.trainable = finer.trainable
+                    if not coarse.trainable:
+                        self._restrict_stage(finer, coarse)
+        self._stage_mask = self._find_stage_variables()
 
     def level(self, index):
         """Returns the `keras.Model` of level `index` (0 is the finest)."""
@@ -340,21 +366,25 @@ class Hierarchy:
         """
         self._check_pair(level, level + 1)
         for fine, coarse in zip(self._stages[level], self._stages[level + 1]):
-            pairs = [
-                (fine.stacked_state[key], coarse.stacked_state[key])
-                for key in fine.stacked_state
+            self._restrict_stage(fine, coarse)
+
+    def _restrict_stage(self, fine, coarse):
+        """Restricts a stage's state, and its weights if it is frozen."""
+        pairs = [
+            (fine.stacked_state[key], coarse.stacked_state[key])
+            for key in fine.stacked_state
+        ]
+        if not fine.trainable:
+            pairs += [
+                (fine.stacked_weights[key], coarse.stacked_weights[key])
+                for key in fine.stacked_weights
             ]
-            if not fine.trainable:
-                pairs += [
-                    (fine.stacked_weights[key], coarse.stacked_weights[key])
-                    for key in fine.stacked_weights
-                ]
-            for fine_variable, coarse_variable in pairs:
-                coarse_variable.assign(
-                    transfer.restrict(
-                        fine_variable, self.coarsening_factor, self.restriction
-                    )
+        for fine_variable, coarse_variable in pairs:
+            coarse_variable.assign(
+                transfer.restrict(
+                    fine_variable, self.coarsening_factor, self.restriction
                 )
+            )
 
     def prolongate(self, level):
         """Assigns the prolongated weights of `level` to level `level - 1`.
@@ -364,7 +394,8 @@ class Hierarchy:
         non-trainable per-block state (batch-norm moving statistics) is
         prolongated too, piecewise constant in time whatever `interpolation`
         is (linear extrapolation could make a variance negative), so that the
-        finer network is ready for inference.
+        finer network is ready for inference. A frozen stage keeps its own
+        weights and state.
 
         Args:
             level: The coarser of the two levels.
@@ -377,6 +408,8 @@ class Hierarchy:
             self.trainable_variables(level - 1), prolongated, self._stage_mask
         )
         for fine, coarse in zip(self._stages[level - 1], self._stages[level]):
+            if not fine.trainable:
+                continue
             for key, state in coarse.stacked_state.items():
                 fine.stacked_state[key].assign(
                     transfer.prolongate(state, self.coarsening_factor)

@@ -407,6 +407,7 @@ class MultilevelModel(keras.Model):
         _validation.check_metrics(
             arguments["metrics"], arguments["weighted_metrics"]
         )
+        self.hierarchy.follow_fine_trainable()
         level_optimizers = self._coarse_optimizers(optimizer, level_optimizers)
         for level, (model, level_optimizer) in enumerate(
             zip(self.hierarchy.models, [optimizer] + level_optimizers)

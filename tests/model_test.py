@@ -1108,6 +1108,84 @@ class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(history.history["level"], [1, 1, 0])
 
 
+class FrozenLayerTest(tf.test.TestCase, parameterized.TestCase):
+    """`trainable=False` set after wrapping takes effect at `compile`."""
+
+    @parameterized.named_parameters(
+        ("opening_dense", "dense", "opening", dict(num_levels=3)),
+        ("ode_stack", "dense", "stage", dict(num_levels=3, cycle="W")),
+        (
+            "ode_stack_nested_iteration", "dense", "stage",
+            dict(mlres.DEFAULT_SCHEME, max_level_epochs=1),
+        ),
+        # Batch-normalized blocks: the frozen stage's statistics stay too.
+        (
+            "conv_stage_nested_iteration", "conv", "stage1",
+            dict(num_levels=2, cycle="V", nested_iteration=True,
+                 max_level_epochs=1),
+        ),
+    )
+    def test_frozen_layer_is_left_alone_on_every_level(
+        self, network, layer, scheme
+    ):
+        make_fine, make_data = _NETWORKS[network]
+        fine = make_fine()
+        rng = np.random.default_rng(0)
+        for variable in fine.non_trainable_variables:
+            # Statistics that differ from block to block, as after training.
+            variable.assign(rng.uniform(0.5, 1.5, variable.shape))
+        model = mlres.MultilevelModel(fine, **scheme)
+        fine.get_layer(layer).trainable = False
+        _compiled(model)
+        levels = [
+            {v.path: v.numpy() for v in level.weights}
+            for level in model.hierarchy.models
+        ]
+        frozen = {v.path: v.numpy() for v in fine.get_layer(layer).weights}
+        history = model.fit(make_data(), epochs=3, verbose=0)
+        self.assertLess(history.history["loss"][-1], history.history["loss"][0])
+        self.assertEqual(model.active_level, 0)
+        for variable in fine.get_layer(layer).weights:
+            self.assertAllEqual(variable, frozen[variable.path])
+        for level, before in zip(model.hierarchy.models, levels):
+            self.assertLen(
+                level.trainable_variables, len(fine.trainable_variables)
+            )
+            frozen_layers = [l for l in level.layers if not l.trainable]
+            self.assertLen(frozen_layers, 1)
+            for variable in frozen_layers[0].weights:
+                self.assertAllEqual(variable, before[variable.path])
+        # The frozen stage's coarse copies are frozen restrictions of it.
+        for fine_stage, coarse_stage in zip(
+            model.hierarchy.stages(0), model.hierarchy.stages(1)
+        ):
+            self.assertEqual(coarse_stage.trainable, fine_stage.trainable)
+            if not fine_stage.trainable:
+                for name, weight in fine_stage.stacked_weights.items():
+                    self.assertAllClose(
+                        coarse_stage.stacked_weights[name],
+                        mlres.transfer.restrict(
+                            weight, 2, model.hierarchy.restriction
+                        ),
+                    )
+
+    def test_single_level_with_a_frozen_layer_trains_as_plain_keras(self):
+        plain = _fine()
+        plain.get_layer("stage").trainable = False
+        _compiled(plain, keras.optimizers.SGD(0.1)).fit(
+            _dataset(), epochs=2, verbose=0
+        )
+        fine = _fine()
+        model = mlres.MultilevelModel(
+            fine, num_levels=1, pre_smoothing=1, post_smoothing=0
+        )
+        fine.get_layer("stage").trainable = False
+        _compiled(model, keras.optimizers.SGD(0.1))
+        model.fit(_dataset(), epochs=2, verbose=0)
+        for expected, actual in zip(plain.weights, fine.weights):
+            self.assertAllClose(expected, actual, rtol=1e-5, atol=1e-6)
+
+
 class CoarseLearningRateTest(tf.test.TestCase, parameterized.TestCase):
     """The coarse levels' cloned optimizers run a scaled learning rate."""
 
