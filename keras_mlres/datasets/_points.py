@@ -173,3 +173,33 @@ def balanced_labels(rng, num_examples, num_classes):
     """
     labels = np.arange(num_examples, dtype=np.int64) % num_classes
     return rng.permutation(labels)
+
+
+def draw_images(draw, num_examples, num_classes, image_shape, seed, chunk):
+    """Draws balanced labels and their uint8 images, a chunk at a time.
+
+    Args:
+        draw: A function `(rng, labels)` returning float images in [0, 1]
+            for `labels`, `len(labels)` of them of `image_shape` (or of that
+            size), drawn from the `numpy.random.Generator` `rng`.
+        num_examples: Number of images.
+        num_classes: Number of classes (see `balanced_labels`).
+        image_shape: Shape of one image, `(height, width, channels)`.
+        seed: Seed of the `numpy.random.Generator` (or a Generator).
+        chunk: Number of images per call of `draw` (bounds its temporary
+            memory).
+
+    Returns:
+        A tuple `(images, labels)`: a uint8 array of shape
+        `(num_examples,) + image_shape` (255 times the drawn values,
+        rounded) and the int64 labels.
+    """
+    rng = np.random.default_rng(seed)
+    labels = balanced_labels(rng, num_examples, num_classes)
+    images = np.empty((num_examples,) + tuple(image_shape), np.uint8)
+    for start in range(0, num_examples, chunk):
+        drawn = draw(rng, labels[start : start + chunk])
+        images[start : start + chunk] = np.round(255.0 * drawn).reshape(
+            (-1,) + tuple(image_shape)
+        )
+    return images, labels

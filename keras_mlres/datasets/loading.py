@@ -16,15 +16,16 @@ from keras_mlres._checks import check_choice
 from keras_mlres._checks import check_count
 
 # Importing the builders registers them with tfds.
+from keras_mlres.datasets import cluttered_shapes as _cluttered  # noqa: F401
 from keras_mlres.datasets import ellipses as _ellipses  # noqa: F401
 from keras_mlres.datasets import peaks as _peaks  # noqa: F401
 from keras_mlres.datasets import shapes as _shapes  # noqa: F401
 from keras_mlres.datasets import spiral as _spiral  # noqa: F401
 
-LOCAL_DATASETS = ("peaks", "spiral", "ellipses", "shapes")
+LOCAL_DATASETS = ("peaks", "spiral", "ellipses", "shapes", "cluttered_shapes")
 _LOCAL_DESCRIPTION = (
     "peaks, spiral (spiral/2, spiral/3, spiral/5), ellipses, shapes "
-    "(images; shapes/28, shapes/32)"
+    "(images; shapes/28, shapes/32), cluttered_shapes (32x32 RGB images)"
 )
 NORMALIZATIONS = ("unit_range", "standardize")
 

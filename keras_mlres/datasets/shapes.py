@@ -74,19 +74,21 @@ def _inside(label, u, v, radius):
     return rho <= radius * (0.45 + 0.55 * tip)
 
 
-def _draw(rng, labels, image_size):
-    """Draws one chunk of images (float64 in [0, 1]) for `labels`."""
-    n = len(labels)
-    radius = rng.uniform(*_RADIUS_RANGE, size=n) * image_size
-    # Centres keep the whole shape (and a pixel of margin) in the image.
-    margin = radius + 1.0
-    centre_x = rng.uniform(margin, image_size - margin)
-    centre_y = rng.uniform(margin, image_size - margin)
-    angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
-    foreground = rng.uniform(0.6, 1.0, size=n)
-    background = rng.uniform(0.0, 0.3, size=n)
-    noise = rng.normal(0.0, _NOISE_STDDEV, size=(n, image_size, image_size))
+def _masks(inside, kinds, centre_x, centre_y, angle, radius, image_size):
+    """Masks the pixels of one rotated shape per image.
 
+    Args:
+        inside: A function `(kind, u, v, radius)` masking the pixels inside
+            a shape of kind `kind` in its own frame, as `_inside` does.
+        kinds: Integer kinds of the shapes, shape `(n,)`.
+        centre_x, centre_y: Centres of the shapes (pixels), shape `(n,)`.
+        angle: Rotations of the shapes (radians), shape `(n,)`.
+        radius: Circumradii of the shapes (pixels), shape `(n,)`.
+        image_size: Side of the square images, in pixels.
+
+    Returns:
+        A boolean array of shape `(n, image_size, image_size)`.
+    """
     pixels = np.arange(image_size) + 0.5
     expand = lambda a: a[:, None, None]  # noqa: E731
     dx = pixels[None, None, :] - expand(centre_x)
@@ -94,13 +96,47 @@ def _draw(rng, labels, image_size):
     cos, sin = expand(np.cos(angle)), expand(np.sin(angle))
     u = cos * dx + sin * dy
     v = -sin * dx + cos * dy
-    mask = np.zeros((n, image_size, image_size), dtype=bool)
-    for label in range(NUM_CLASSES):
-        rows = labels == label
-        if rows.any():
-            mask[rows] = _inside(
-                label, u[rows], v[rows], expand(radius[rows])
-            )
+    mask = np.zeros((len(kinds), image_size, image_size), dtype=bool)
+    for kind in np.unique(kinds):
+        rows = kinds == kind
+        mask[rows] = inside(kind, u[rows], v[rows], expand(radius[rows]))
+    return mask
+
+
+def _place(rng, n, image_size):
+    """Draws the sizes, centres and rotations of `n` shapes.
+
+    Args:
+        rng: A `numpy.random.Generator`.
+        n: Number of shapes.
+        image_size: Side of the square images, in pixels.
+
+    Returns:
+        A tuple `(radius, centre_x, centre_y, angle)` of arrays of shape
+        `(n,)`: circumradii in `_RADIUS_RANGE` (pixels), centres that keep
+        the whole shape and a pixel of margin in the image, and angles in
+        radians.
+    """
+    radius = rng.uniform(*_RADIUS_RANGE, size=n) * image_size
+    margin = radius + 1.0
+    centre_x = rng.uniform(margin, image_size - margin)
+    centre_y = rng.uniform(margin, image_size - margin)
+    angle = rng.uniform(0.0, 2.0 * np.pi, size=n)
+    return radius, centre_x, centre_y, angle
+
+
+def _draw(rng, labels, image_size):
+    """Draws one chunk of images (float64 in [0, 1]) for `labels`."""
+    n = len(labels)
+    radius, centre_x, centre_y, angle = _place(rng, n, image_size)
+    foreground = rng.uniform(0.6, 1.0, size=n)
+    background = rng.uniform(0.0, 0.3, size=n)
+    noise = rng.normal(0.0, _NOISE_STDDEV, size=(n, image_size, image_size))
+
+    mask = _masks(
+        _inside, labels, centre_x, centre_y, angle, radius, image_size
+    )
+    expand = lambda a: a[:, None, None]  # noqa: E731
     images = expand(background) + mask * expand(foreground - background)
     return np.clip(images + noise, 0.0, 1.0)
 
@@ -131,14 +167,14 @@ def make_shapes(num_examples, image_size=28, seed=0):
             "`image_size` must be an integer >= 16 (smaller shapes are not "
             f"recognizable). Received: image_size={image_size!r}"
         )
-    rng = np.random.default_rng(seed)
-    labels = _points.balanced_labels(rng, num_examples, NUM_CLASSES)
-    images = np.empty((num_examples, image_size, image_size, 1), np.uint8)
-    for start in range(0, num_examples, _CHUNK):
-        chunk = labels[start : start + _CHUNK]
-        drawn = _draw(rng, chunk, image_size)
-        images[start : start + _CHUNK, ..., 0] = np.round(255.0 * drawn)
-    return images, labels
+    return _points.draw_images(
+        lambda rng, labels: _draw(rng, labels, image_size),
+        num_examples,
+        NUM_CLASSES,
+        (image_size, image_size, 1),
+        seed=seed,
+        chunk=_CHUNK,
+    )
 
 
 @dataclasses.dataclass(eq=False)
