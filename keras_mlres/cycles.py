@@ -5,7 +5,7 @@ On level l the cycle minimizes the corrected objective
     h_l(x) = f_l(x) - <v_l, x>,    v_0 = 0,
 
 where f_l is the training loss of the level-l network on the current batch.
-One cycle on level l (ALGORITHM.md section 3):
+One cycle on level l (docs/algorithm.md, section 4):
 
 1. smooth: `pre_smoothing` optimizer steps on h_l;
 2. on the coarsest level, `coarse_steps` steps instead, and return;

@@ -74,8 +74,8 @@ _DATASET = flags.DEFINE_string(
     "dataset",
     "peaks",
     "Data set: a local one (peaks, spiral, spiral/2, spiral/5, ellipses, "
-    "shapes) or a TFDS catalog data set (e.g. mnist, fashion_mnist, cifar10), "
-    "prepared in --data_dir.",
+    "shapes, cluttered_shapes) or a TFDS catalog data set (e.g. mnist, "
+    "fashion_mnist, cifar10), prepared in --data_dir.",
 )
 _LEVELS = flags.DEFINE_integer(
     "levels",

@@ -96,7 +96,7 @@ class VectorOpsTest(tf.test.TestCase):
 
 
 class CoherenceTest(tf.test.TestCase, parameterized.TestCase):
-    """grad h_{l+1}(R x_l) == R_g grad h_l(x_l) (ALGORITHM.md 3, step 4)."""
+    """grad h_{l+1}(R x_l) == R_g grad h_l(x_l) (docs/algorithm.md 4)."""
 
     @parameterized.named_parameters(
         ("constant", "constant", False),
@@ -146,7 +146,7 @@ class CoherenceTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class CorrectionTest(tf.test.TestCase, parameterized.TestCase):
-    """x_0 <- x_0 + P(x_1 - x_1^0) on every weight (ALGORITHM.md 3, step 6)."""
+    """x_0 <- x_0 + P(x_1 - x_1^0) on every weight (docs/algorithm.md 4)."""
 
     @parameterized.parameters(False, True)
     def test_cycle_matches_steps_taken_by_hand(self, traced):
