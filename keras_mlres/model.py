@@ -79,7 +79,13 @@ class MultilevelModel(keras.Model):
 
     Each level has its own optimizer: the fine level uses the one given to
     `compile`, coarse levels fresh clones of it unless `level_optimizers` is
-    given. `optimizer.iterations` counts fine optimizer steps (smoothing
+    given. A clone on level l runs the fine learning rate times
+    `coarse_learning_rate_scale**l`: a schedule is scaled as a schedule, and
+    a rate set on `model.optimizer` (by `LearningRateScheduler`,
+    `ReduceLROnPlateau` or the user) reaches the clones at the next step,
+    which sets their rates from the fine one's on the device (no host sync).
+    Optimizers passed as `level_optimizers` keep their own learning rates.
+    `optimizer.iterations` counts fine optimizer steps (smoothing
     steps), so learning-rate schedules and Adam's bias correction advance
     `pre_smoothing + post_smoothing` times per batch (under nested
     iteration, from 0 on each level unless `nested_optimizer_state` is
@@ -118,7 +124,8 @@ class MultilevelModel(keras.Model):
         coarse_learning_rate_scale: Learning rate of the coarse levels'
             optimizers cloned from the fine one (not of `level_optimizers`
             passed to `compile`): level l runs the fine learning rate (or
-            schedule) times `scale**l`; `"dt"` scales by the step size,
+            schedule) times `scale**l`, also after callbacks change the
+            fine rate; `"dt"` scales by the step size,
             `coarsening_factor**l = dt_l / dt_0`. The default 1.0 keeps one
             learning rate on every level. With nested iteration a larger
             coarse rate acts like a learning-rate schedule (high, then
@@ -283,6 +290,10 @@ class MultilevelModel(keras.Model):
             np.inf, trainable=False, dtype="float64", name="nested_best"
         )
         self.level_optimizers = None
+        self._level_optimizers_given = False
+        # For each coarse level whose optimizer follows the fine one's
+        # learning-rate variable, its factor (`_follow_fine_learning_rate`).
+        self._followed_rate_factors = []
         self._mgopt = None
         # Where the weights of truth are, between syncs (see `_sync_levels`):
         # a coarse active level that trained since the last prolongation is
@@ -388,7 +399,11 @@ class MultilevelModel(keras.Model):
             *args: Passed to `keras.Model.compile`.
             level_optimizers: Optional list of `num_levels - 1` optimizers
                 (instances, names or configs) for levels 1 .. L-1, each a
-                distinct instance. Defaults to fresh clones of `optimizer`.
+                distinct instance. They keep their own learning rates:
+                callbacks that set `model.optimizer.learning_rate` change the
+                fine level's only (give them schedules, or set theirs in a
+                callback). Defaults to fresh clones of `optimizer`, which
+                follow its learning rate (see `coarse_learning_rate_scale`).
             **kwargs: Passed to `keras.Model.compile` (`loss`, `metrics`,
                 `jit_compile`, ...).
         """
@@ -408,6 +423,7 @@ class MultilevelModel(keras.Model):
             arguments["metrics"], arguments["weighted_metrics"]
         )
         self.hierarchy.follow_fine_trainable()
+        given = level_optimizers is not None
         level_optimizers = self._coarse_optimizers(optimizer, level_optimizers)
         for level, (model, level_optimizer) in enumerate(
             zip(self.hierarchy.models, [optimizer] + level_optimizers)
@@ -424,13 +440,23 @@ class MultilevelModel(keras.Model):
             arguments["loss"], self.fine
         )
         super().compile(optimizer, *args, **kwargs)
+        self._level_optimizers_given = given
         self.level_optimizers = level_optimizers
+        follows = not given and isinstance(
+            optimizer.learning_rate, keras.Variable
+        )
+        self._followed_rate_factors = [
+            self._learning_rate_factor(level)
+            for level in range(1, self.num_levels)
+            if follows
+        ]
         self._mgopt = self._build_mgopt()
         self._warn_about_unpaired_optimizers()
 
     def get_compile_config(self):
         config = super().get_compile_config()
-        if config:
+        # Clones are made again by `compile`, by the rule.
+        if config and self._level_optimizers_given:
             config["level_optimizers"] = [
                 keras.saving.serialize_keras_object(optimizer)
                 for optimizer in self.level_optimizers
@@ -486,15 +512,13 @@ class MultilevelModel(keras.Model):
             if not num_coarse:
                 return []
             config = _validation.cloneable_config(fine_optimizer)
-            scale = self.coarse_learning_rate_scale
-            if scale == "dt":
-                scale = self.hierarchy.coarsening_factor
             return [
                 type(fine_optimizer).from_config(
                     dict(
                         config,
                         learning_rate=schedules.scale_learning_rate(
-                            config["learning_rate"], scale**level
+                            config["learning_rate"],
+                            self._learning_rate_factor(level),
                         ),
                     )
                 )
@@ -524,6 +548,28 @@ class MultilevelModel(keras.Model):
                 )
             seen.add(id(optimizer))
         return optimizers
+
+    def _learning_rate_factor(self, level):
+        """A cloned optimizer's learning rate on `level`, over the fine's."""
+        scale = self.coarse_learning_rate_scale
+        if scale == "dt":
+            scale = self.hierarchy.coarsening_factor
+        return scale**level
+
+    def _follow_fine_learning_rate(self):
+        """Sets the following coarse optimizers' rates from the fine rate.
+
+        Runs inside the step and reads the fine optimizer's learning-rate
+        variable on the device, so a rate that callbacks set on
+        `model.optimizer` between steps (`LearningRateScheduler`,
+        `ReduceLROnPlateau`) reaches every level without a host sync.
+        """
+        for optimizer, factor in zip(
+            self.level_optimizers, self._followed_rate_factors
+        ):
+            optimizer.learning_rate.assign(
+                self.optimizer.learning_rate * factor
+            )
 
     @property
     def _cycle_trackers(self):
@@ -646,6 +692,7 @@ class MultilevelModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._follow_fine_learning_rate()
         result = self._mgopt((x, y, sample_weight), top=self.active_level)
         self._loss_tracker.update_state(
             _unscaled(result.loss),

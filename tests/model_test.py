@@ -1231,6 +1231,91 @@ class CoarseLearningRateTest(tf.test.TestCase, parameterized.TestCase):
         step = int(coarsest.iterations)
         self.assertAllClose(coarsest.learning_rate, 4 * decay(step))
 
+    @parameterized.named_parameters(
+        ("v_cycle", dict(num_levels=3, cycle="V")),
+        ("w_cycle_dt", dict(num_levels=3, cycle="W",
+                            coarse_learning_rate_scale="dt")),
+        ("nested_iteration", mlres.DEFAULT_SCHEME),
+    )
+    def test_zero_learning_rate_from_a_callback_moves_no_level(self, scheme):
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), **scheme),
+            optimizer=keras.optimizers.SGD(0.1),
+        )
+        levels = [
+            [v.numpy() for v in network.trainable_variables]
+            for network in model.hierarchy.models
+        ]
+        model.fit(
+            _dataset(), epochs=1, verbose=0,
+            callbacks=[keras.callbacks.LearningRateScheduler(lambda _: 0.0)],
+        )
+        # Under nested iteration the finer levels hold the prolongation of
+        # the level that trains, the coarsest.
+        trained = model.active_level
+        self.assertEqual(
+            trained, model.num_levels - 1 if model.nested_iteration else 0
+        )
+        for network, before in list(
+            zip(model.hierarchy.models, levels)
+        )[trained:]:
+            for variable, value in zip(network.trainable_variables, before):
+                self.assertAllEqual(variable, value, msg=variable.path)
+
+    @parameterized.named_parameters(
+        ("scheduler", lambda: keras.callbacks.LearningRateScheduler(
+            lambda epoch: 0.1 * 0.5**epoch)),
+        # Never an improvement of 10: the rate halves after every epoch.
+        ("plateau", lambda: keras.callbacks.ReduceLROnPlateau(
+            monitor="loss", factor=0.5, patience=0, min_delta=10.0)),
+    )
+    def test_learning_rate_callbacks_reach_every_level(self, make_callback):
+        model = _compiled(
+            mlres.MultilevelModel(
+                _fine(), num_levels=3, coarse_learning_rate_scale="dt"
+            ),
+            optimizer=keras.optimizers.SGD(0.1),
+        )
+        rates = []
+
+        def record(batch, logs):
+            rates.append(
+                [float(o.learning_rate) for o in model._optimizers]
+            )
+
+        model.fit(
+            _dataset(), epochs=3, verbose=0,
+            callbacks=[
+                make_callback(),
+                keras.callbacks.LambdaCallback(on_train_batch_end=record),
+            ],
+        )
+        self.assertLess(rates[-1][0], rates[0][0])
+        for fine, *coarse in rates:
+            self.assertAllClose(coarse, [2 * fine, 4 * fine])
+        # A loaded model's clones follow the fine rate as well.
+        path = os.path.join(self.get_temp_dir(), "followed.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        loaded.optimizer.learning_rate = 0.0
+        before = [v.numpy() for v in loaded.fine.trainable_variables]
+        loaded.fit(_dataset(), epochs=1, verbose=0)
+        for variable, value in zip(loaded.fine.trainable_variables, before):
+            self.assertAllEqual(variable, value, msg=variable.path)
+
+    def test_level_optimizers_passed_to_compile_keep_their_rates(self):
+        model = _compiled(
+            mlres.MultilevelModel(_fine(), num_levels=2),
+            optimizer=keras.optimizers.SGD(0.1),
+            level_optimizers=[keras.optimizers.SGD(0.3)],
+        )
+        model.fit(
+            _dataset(), epochs=1, verbose=0,
+            callbacks=[keras.callbacks.LearningRateScheduler(lambda _: 0.01)],
+        )
+        self.assertAllClose(model.optimizer.learning_rate, 0.01)
+        self.assertAllClose(model.level_optimizers[0].learning_rate, 0.3)
+
     def test_level_optimizers_passed_to_compile_are_not_scaled(self):
         model = mlres.MultilevelModel(
             _fine(), num_levels=2, coarse_learning_rate_scale="dt"
