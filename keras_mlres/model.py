@@ -13,6 +13,7 @@ from keras.src.losses.loss import unscale_loss_for_distribution
 from keras_mlres import _validation
 from keras_mlres import cycles
 from keras_mlres import export as export_lib
+from keras_mlres import level_schedules
 from keras_mlres import optimizer_state
 from keras_mlres import schedules
 from keras_mlres._checks import all_finite
@@ -26,16 +27,15 @@ from keras_mlres.version import check_compatible
 
 NESTED_OPTIMIZER_STATES = ("reset", "prolongate")
 
-# The scheme that measured best to a target accuracy at the same learning
-# rates as single-level training (benchmarks/RESULTS.md, "Ablation"):
-# `MultilevelModel(fine, **DEFAULT_SCHEME)`. Full multigrid's nested
+# The recommended scheme, `MultilevelModel(fine, **DEFAULT_SCHEME)` (its
+# measurements: benchmarks/README.md). Full multigrid's nested
 # iteration as a warm start: the K/4-block network, then K/2, then K, each
 # trained (one optimizer step per batch) until its validation loss stops
 # improving, and prolongated as the next one's initial weights. Injection
 # starts the coarsest network from every c-th block of the fine network's
 # initial weights: independent draws of the blocks' initializer, whose
 # average over c blocks would shrink the kernels' scale by sqrt(c) and make
-# the coarse network train more slowly (see "average" in the Ablation).
+# the coarse network train more slowly.
 DEFAULT_SCHEME = dict(
     num_levels=3,
     cycle="none",
@@ -73,9 +73,9 @@ class MultilevelModel(keras.Model):
     network only. Everything else is a normal `keras.Model`.
 
     The constructor's defaults are the classic MG/OPT V-cycle;
-    `MultilevelModel(model, **keras_mlres.DEFAULT_SCHEME)` is the scheme
-    that measured best to a target accuracy (a nested-iteration warm start;
-    see benchmarks/RESULTS.md).
+    `MultilevelModel(model, **keras_mlres.DEFAULT_SCHEME)` is the
+    recommended scheme (a nested-iteration warm start; see
+    benchmarks/README.md for its measurements).
 
     Each level has its own optimizer: the fine level uses the one given to
     `compile`, coarse levels fresh clones of it unless `level_optimizers` is
@@ -129,16 +129,15 @@ class MultilevelModel(keras.Model):
             `coarsening_factor**l = dt_l / dt_0`. The default 1.0 keeps one
             learning rate on every level. With nested iteration a larger
             coarse rate acts like a learning-rate schedule (high, then
-            low), and too large a rate can stall a conv network; see
-            benchmarks/RESULTS_w16.md before raising it. A coarse network's
-            larger steps also lower its stable learning rate: if the
-            coarse levels stall at a rate the fine network takes, lower
-            theirs, e.g. with `1 / coarsening_factor`, which for SGD
-            makes a coarse step change the network's function about as
-            much as a fine step does.
+            low), and too large a rate can stall a conv network. A coarse
+            network's larger steps also lower its stable learning rate: if
+            the coarse levels stall at a rate the fine network takes, lower
+            theirs, e.g. with `1 / coarsening_factor`, which for SGD makes
+            a coarse step change the network's function about as much as a
+            fine step does.
         coarse_optimizer_state: `"reset"` (coarse optimizer slots and
             iteration counts are zeroed at each visit; the default, which
-            measured better, see benchmarks/coarse_optimizer_state.py) or
+            measured better in benchmarks/coarse_optimizer_state.py) or
             `"keep"` (they carry over from one visit to the next).
         coarsening_factor: Factor by which each level divides the blocks.
         interpolation: Prolongation in time, `"constant"` or `"linear"`.
@@ -164,6 +163,16 @@ class MultilevelModel(keras.Model):
             loaded fine network.
         level_patience: Epochs without improvement before moving finer.
         max_level_epochs: Optional limit of epochs per coarse level.
+        level_budget: Optional level budget, which replaces patience and
+            `max_level_epochs`: one share of `fit`'s epochs per level,
+            coarsest first, summing to 1 (e.g. `[0.5, 0.25, 0.25]` for 3
+            levels). Nested iteration then moves finer at the epochs the
+            budget fixes (`keras_mlres.level_schedules.level_epochs`),
+            whatever the losses do, so that a run resumed from a backup
+            moves at the same epochs. Pair it with
+            `nested_optimizer_state="prolongate"` to run one learning-rate
+            schedule over the whole budget (a fresh optimizer restarts the
+            schedule on each level).
         nested_optimizer_state: How the optimizer of a level that nested
             iteration moves to starts. `"reset"` (the default): fresh, as
             a new optimizer. `"prolongate"`: with the coarser level's state
@@ -172,8 +181,9 @@ class MultilevelModel(keras.Model):
             gradients (see `keras_mlres.optimizer_state`), so training
             continues without the jump a fresh Adam makes; levels whose
             optimizers differ in type, or are of a type it does not know,
-            start fresh (with a warning at `compile`). Neither measured
-            reliably faster to the target (benchmarks/RESULTS.md).
+            start fresh (with a warning at `compile`). Carrying the
+            iteration count also carries a learning-rate schedule across
+            the levels.
         **kwargs: Base `keras.Model` keyword arguments (`name`, ...).
 
     Example:
@@ -207,6 +217,7 @@ class MultilevelModel(keras.Model):
         level_patience=1,
         max_level_epochs=None,
         nested_optimizer_state="reset",
+        level_budget=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -245,6 +256,21 @@ class MultilevelModel(keras.Model):
                 "nested iteration, but nested_iteration=False. Set "
                 "nested_iteration=True or drop max_level_epochs."
             )
+        if level_budget is not None:
+            if not nested_iteration:
+                raise ValueError(
+                    "`level_budget` shares the epochs among the levels of "
+                    "nested iteration, but nested_iteration=False. Set "
+                    "nested_iteration=True or drop level_budget."
+                )
+            if max_level_epochs is not None:
+                raise ValueError(
+                    "`level_budget` fixes the epochs of every level, so "
+                    "`max_level_epochs` would never apply. Pass one of them."
+                )
+            level_budget = level_schedules.check_level_budget(
+                level_budget, num_levels
+            )
         if cycle == "none" and num_levels > 1 and not nested_iteration:
             raise ValueError(
                 f"cycle='none' makes no coarse corrections, and without "
@@ -277,6 +303,7 @@ class MultilevelModel(keras.Model):
         self.level_patience = level_patience
         self.max_level_epochs = max_level_epochs
         self.nested_optimizer_state = nested_optimizer_state
+        self.level_budget = level_budget
         self.active_level = num_levels - 1 if self.nested_iteration else 0
         # Nested iteration's schedule lives in variables, so that checkpoints
         # (BackupAndRestore, save_weights, .keras files) carry it: the active
@@ -339,6 +366,10 @@ class MultilevelModel(keras.Model):
                 "level_patience": self.level_patience,
                 "max_level_epochs": self.max_level_epochs,
                 "nested_optimizer_state": self.nested_optimizer_state,
+                "level_budget": (
+                    None if self.level_budget is None
+                    else list(self.level_budget)
+                ),
                 "keras_mlres_version": __version__,
             }
         )
@@ -992,6 +1023,12 @@ class _NestedIteration(keras.callbacks.Callback):
         if not self._started:
             model.resume_schedule()
             self._started = True
+        if model.level_budget is not None:
+            level = level_schedules.level_at(
+                model.level_budget, epoch, self.params["epochs"]
+            )
+            while model.active_level > level:
+                model.move_finer()
         model._fine_behind_active_level = model.active_level > 0
 
     def on_test_begin(self, logs=None):
@@ -1006,6 +1043,8 @@ class _NestedIteration(keras.callbacks.Callback):
         if model.active_level == 0:
             return
         model._sync_levels()  # unless a validation pass did
+        if model.level_budget is not None:
+            return  # The next epoch's start moves by the budget.
         monitored = (logs or {}).get(self._monitor)
         level, epochs_on_level, stale_epochs = model.nested_schedule.numpy()
         epochs_on_level += 1

@@ -830,6 +830,99 @@ class _AtBatch(keras.callbacks.Callback):
             self._function()
 
 
+class LevelBudgetTest(tf.test.TestCase, parameterized.TestCase):
+
+    def _model(self, budget, **kwargs):
+        return mlres.MultilevelModel(
+            _fine(), **dict(mlres.DEFAULT_SCHEME, level_budget=budget,
+                            **kwargs)
+        )
+
+    @parameterized.named_parameters(
+        ("half_quarter_quarter", [0.5, 0.25, 0.25], 4, [2, 2, 1, 0]),
+        ("skips_a_level", [0.6, 0.1, 0.3], 6, [2, 2, 2, 2, 0, 0]),
+        ("fine_only", [0.0, 0.0, 1.0], 2, [0, 0]),
+    )
+    def test_levels_move_at_the_budgets_epochs(self, budget, epochs, levels):
+        model = _compiled(self._model(budget))
+        history = model.fit(
+            _dataset(), epochs=epochs, validation_data=_dataset(seed=1),
+            verbose=0,
+        )
+        self.assertEqual(history.history["level"], levels)
+        self.assertEqual(model.active_level, 0)
+
+    def test_one_schedule_runs_over_every_level(self):
+        # Carried iteration counts run the warm-up + cosine schedule over
+        # the whole budget: the fine level ends where the schedule ends.
+        dataset = _dataset()
+        epochs, steps = 4, int(dataset.cardinality())
+        schedule = mlres.schedules.warmup_cosine(1e-2, epochs * steps)
+        model = _compiled(
+            self._model([0.5, 0.25, 0.25],
+                        nested_optimizer_state="prolongate"),
+            optimizer=keras.optimizers.Adam(schedule),
+        )
+        model.fit(dataset, epochs=epochs, verbose=0)
+        self.assertEqual(int(model.optimizer.iterations), epochs * steps)
+        self.assertAllClose(model.optimizer.learning_rate, 0.0)
+
+    def test_backup_and_restore_resumes_mid_level_to_the_same_weights(self):
+        backup = os.path.join(self.get_temp_dir(), "budget_backup")
+
+        class InterruptAtEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:  # The second of the coarsest level's epochs.
+                    raise RuntimeError("interrupted")
+
+        def model():
+            return _compiled(self._model(
+                [0.5, 0.25, 0.25], nested_optimizer_state="prolongate"
+            ))
+
+        uninterrupted = model()
+        uninterrupted.fit(_dataset(), epochs=4, verbose=0)
+        interrupted = model()
+        with self.assertRaisesRegex(RuntimeError, "interrupted"):
+            interrupted.fit(
+                _dataset(), epochs=4, verbose=0,
+                callbacks=[keras.callbacks.BackupAndRestore(backup),
+                           InterruptAtEpoch()],
+            )
+        resumed = model()
+        history = resumed.fit(
+            _dataset(), epochs=4, verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(backup)],
+        )
+        self.assertEqual(history.history["level"], [2, 1, 0])
+        for got, want in zip(resumed.fine.weights, uninterrupted.fine.weights):
+            self.assertAllClose(got, want, rtol=1e-5, msg=got.path)
+
+    def test_config_round_trip(self):
+        model = self._model([0.5, 0.25, 0.25])
+        config = model.get_config()
+        self.assertEqual(config["level_budget"], [0.5, 0.25, 0.25])
+        restored = mlres.MultilevelModel.from_config(config)
+        self.assertEqual(restored.level_budget, (0.5, 0.25, 0.25))
+        self.assertIsNone(
+            mlres.MultilevelModel(_fine()).get_config()["level_budget"]
+        )
+
+    @parameterized.named_parameters(
+        ("without_nested_iteration", dict(nested_iteration=False),
+         "but nested_iteration=False"),
+        ("with_max_level_epochs", dict(max_level_epochs=2),
+         "Pass one of them"),
+        ("bad_sum", dict(level_budget=[0.5, 0.5, 0.5]), "sums to 1.5"),
+    )
+    def test_bad_settings(self, change, message):
+        arguments = dict(num_levels=3, nested_iteration=True,
+                         level_budget=[0.5, 0.25, 0.25])
+        arguments.update(change)
+        with self.assertRaisesRegex(ValueError, message):
+            mlres.MultilevelModel(_fine(), **arguments)
+
+
 class NestedIterationTest(tf.test.TestCase, parameterized.TestCase):
     def test_conv_fine_network_gets_the_coarse_statistics(self):
         # While a coarse level trains, the fine network is only prolongated
