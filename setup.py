@@ -14,6 +14,7 @@ _VERSION = re.search(
 setuptools.setup(
     name="keras_mlres",
     version=_VERSION,
+    license="Apache-2.0",
     description=(
         "Multilevel (MG/OPT) training of deep residual networks as ODEs, "
         "for Keras 3 on TensorFlow."
