@@ -43,6 +43,7 @@ Usage:
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -166,9 +167,15 @@ def coarsest_blocks(num_blocks, scheme):
     Raises:
         ValueError: If the scheme cannot coarsen a K-block network.
     """
+    return _coarsest_blocks(num_blocks, json.dumps(scheme, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _coarsest_blocks(num_blocks, scheme_json):
+    # Builds the hierarchy once per task and scheme, not once per run.
     fine = mlres.models.dense_ode_resnet((1,), 2, width=1,
                                          num_blocks=num_blocks)
-    model = mlres.MultilevelModel(fine, **scheme)
+    model = mlres.MultilevelModel(fine, **json.loads(scheme_json))
     return model.hierarchy.stages(model.num_levels - 1)[0].num_blocks
 
 
